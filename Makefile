@@ -1,0 +1,32 @@
+# One-command set-up, tests and demo. Every target creates ./.venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.requirements-installed
+NMS_BUILT := lib/nms/.cpu_nms-built
+
+.PHONY: setup test lint demo clean-build
+
+setup: $(INSTALLED) $(NMS_BUILT)
+
+# Reinstalls only when requirements.txt changes; a second `make setup` does nothing.
+$(INSTALLED): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# The Cython box NMS, compiled in place into lib/nms/.
+$(NMS_BUILT): lib/nms/cpu_nms.pyx lib/setup_nms.py $(INSTALLED)
+	$(MAKE) -C lib PYTHON=$(abspath $(PY))
+	touch $@
+
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup lint
+	$(PY) -m pytest
+
+clean-build:
+	$(MAKE) -C lib clean
+	rm -f $(NMS_BUILT)

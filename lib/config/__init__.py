@@ -1,0 +1,19 @@
+"""The configuration: `cfg` holds the defaults, `update_config` merges an experiment into it."""
+
+from lib.config.default import _C as cfg
+from lib.config.default import (
+    ConfigKeyError,
+    check_keys,
+    merge_from_file,
+    merge_from_list,
+    update_config,
+)
+
+__all__ = [
+    "cfg",
+    "update_config",
+    "merge_from_file",
+    "merge_from_list",
+    "check_keys",
+    "ConfigKeyError",
+]

@@ -1,0 +1,227 @@
+"""Every configuration key of the framework and its default.
+
+The keys and defaults of the original HRNet repository are kept unchanged, so its experiment
+files and command lines work as they are. Keys added here carry a comment and a default that
+keeps the original behaviour.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+_C.OUTPUT_DIR = ""
+_C.LOG_DIR = ""
+_C.DATA_DIR = ""
+_C.GPUS = (0,)
+_C.WORKERS = 4
+_C.PRINT_FREQ = 20
+_C.AUTO_RESUME = False
+_C.PIN_MEMORY = True
+_C.RANK = 0
+# New: seed of python / numpy / torch RNGs; negative leaves them unseeded (the original).
+_C.SEED = -1
+
+_C.CUDNN = CN()
+_C.CUDNN.BENCHMARK = True
+_C.CUDNN.DETERMINISTIC = False
+_C.CUDNN.ENABLED = True
+
+_C.MODEL = CN()
+_C.MODEL.NAME = "pose_hrnet"
+_C.MODEL.INIT_WEIGHTS = True
+_C.MODEL.PRETRAINED = ""
+_C.MODEL.NUM_JOINTS = 17
+_C.MODEL.TAG_PER_JOINT = True
+_C.MODEL.TARGET_TYPE = "gaussian"
+_C.MODEL.IMAGE_SIZE = [256, 256]  # width, height
+_C.MODEL.HEATMAP_SIZE = [64, 64]  # width, height
+_C.MODEL.SIGMA = 2
+# Architecture details (HRNet stages, PoseResNet depth and deconv head) differ per model.
+_C.MODEL.EXTRA = CN(new_allowed=True)
+# New: torch.channels_last memory format for the model and its input batches.
+_C.MODEL.CHANNELS_LAST = False
+# New: convert BatchNorm to SyncBatchNorm when training with DistributedDataParallel.
+_C.MODEL.SYNC_BN = False
+# New: wrap the model in torch.compile.
+_C.MODEL.COMPILE = False
+
+_C.LOSS = CN()
+_C.LOSS.USE_OHKM = False
+_C.LOSS.TOPK = 8
+_C.LOSS.USE_TARGET_WEIGHT = True
+_C.LOSS.USE_DIFFERENT_JOINTS_WEIGHT = False
+
+_C.DATASET = CN()
+_C.DATASET.ROOT = ""
+_C.DATASET.DATASET = "mpii"
+_C.DATASET.TRAIN_SET = "train"
+_C.DATASET.TEST_SET = "valid"
+_C.DATASET.DATA_FORMAT = "jpg"
+_C.DATASET.HYBRID_JOINTS_TYPE = ""
+_C.DATASET.SELECT_DATA = False
+_C.DATASET.FLIP = True
+_C.DATASET.SCALE_FACTOR = 0.25
+_C.DATASET.ROT_FACTOR = 30
+_C.DATASET.PROB_HALF_BODY = 0.0
+_C.DATASET.NUM_JOINTS_HALF_BODY = 8
+_C.DATASET.COLOR_RGB = False
+# New: the crop is the object box enlarged by this factor (1.25 in the original, for people).
+_C.DATASET.BBOX_PADDING = 1.25
+# New: 3D landmarks of the spacecraft model (.json / .npy N x 3 metres, or .mat), relative to ROOT.
+_C.DATASET.KEYPOINTS_FILE = ""
+
+_C.TRAIN = CN()
+_C.TRAIN.LR_FACTOR = 0.1
+_C.TRAIN.LR_STEP = [90, 110]
+_C.TRAIN.LR = 0.001
+_C.TRAIN.OPTIMIZER = "adam"
+_C.TRAIN.MOMENTUM = 0.9
+_C.TRAIN.WD = 0.0001
+_C.TRAIN.NESTEROV = False
+_C.TRAIN.GAMMA1 = 0.99
+_C.TRAIN.GAMMA2 = 0.0
+_C.TRAIN.BEGIN_EPOCH = 0
+_C.TRAIN.END_EPOCH = 140
+_C.TRAIN.RESUME = False
+_C.TRAIN.CHECKPOINT = ""
+_C.TRAIN.BATCH_SIZE_PER_GPU = 32
+_C.TRAIN.SHUFFLE = True
+# New: mixed precision training (fp16 + GradScaler on CUDA, bf16 autocast on CPU).
+_C.TRAIN.AMP = False
+
+_C.TEST = CN()
+_C.TEST.BATCH_SIZE_PER_GPU = 32
+_C.TEST.FLIP_TEST = False
+_C.TEST.POST_PROCESS = False
+_C.TEST.SHIFT_HEATMAP = False
+_C.TEST.USE_GT_BBOX = False
+_C.TEST.IMAGE_THRE = 0.1
+_C.TEST.NMS_THRE = 0.6
+_C.TEST.SOFT_NMS = False
+_C.TEST.OKS_THRE = 0.5
+_C.TEST.IN_VIS_THRE = 0.0
+_C.TEST.COCO_BBOX_FILE = ""
+_C.TEST.BBOX_THRE = 1.0
+_C.TEST.MODEL_FILE = ""
+# New: mixed precision inference (fp16 on CUDA, bf16 on CPU).
+_C.TEST.AMP = False
+
+_C.DEBUG = CN()
+_C.DEBUG.DEBUG = False
+_C.DEBUG.SAVE_BATCH_IMAGES_GT = False
+_C.DEBUG.SAVE_BATCH_IMAGES_PRED = False
+_C.DEBUG.SAVE_HEATMAPS_GT = False
+_C.DEBUG.SAVE_HEATMAPS_PRED = False
+
+
+class ConfigKeyError(KeyError):
+    """A key that the configuration does not have, with the closest valid names."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly.
+        return str(self.args[0])
+
+
+def _all_keys(node: CN, prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in node.items():
+        full = f"{prefix}{name}"
+        keys.append(full)
+        if isinstance(value, CN):
+            keys.extend(_all_keys(value, full + "."))
+    return keys
+
+
+def _unknown_key_error(cfg: CN, full_key: str, source: str) -> ConfigKeyError:
+    """The error for an unknown key, naming the closest valid keys (by full name, then by leaf)."""
+    candidates = _all_keys(cfg)
+    close = difflib.get_close_matches(full_key, candidates, n=3, cutoff=0.6)
+    if not close:
+        leaf = full_key.rsplit(".", 1)[-1]
+        scored = sorted(
+            ((difflib.SequenceMatcher(None, c.rsplit(".", 1)[-1], leaf).ratio(), c)
+             for c in candidates), reverse=True)
+        close = [c for ratio, c in scored[:3] if ratio >= 0.75]
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ConfigKeyError(f"{source}: unknown config key '{full_key}'.{hint}")
+
+
+def check_keys(cfg: CN, data: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """Raise ConfigKeyError for the first key of `data` that `cfg` does not define."""
+    for name, value in data.items():
+        full = f"{prefix}{name}"
+        if name not in cfg:
+            if cfg.is_new_allowed():
+                continue
+            raise _unknown_key_error(_C, full, source)
+        if isinstance(value, Mapping):
+            if not isinstance(cfg[name], CN):
+                first = next(iter(value), "")
+                raise _unknown_key_error(_C, f"{full}.{first}", source)
+            check_keys(cfg[name], value, source, full + ".")
+
+
+def merge_from_file(cfg: CN, cfg_file: str | os.PathLike) -> None:
+    """merge_from_file with a clear error for a missing file or an unknown key."""
+    path = os.fspath(cfg_file)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: a config file must hold a mapping of keys, got {type(data)}")
+    check_keys(cfg, data, path)
+    cfg.merge_from_other_cfg(CN(data))
+
+
+def merge_from_list(cfg: CN, opts: Iterable[str]) -> None:
+    """Merge KEY VALUE pairs from the command line, with a clear error for an unknown key.
+
+    Values are decoded like YAML values (literal_eval), and new keys are accepted below nodes
+    that allow them (MODEL.EXTRA), which yacs' own merge_from_list refuses.
+    """
+    opts = list(opts or [])
+    if len(opts) % 2:
+        raise ValueError(f"command-line overrides must be KEY VALUE pairs, got {opts}")
+    tree: dict[str, Any] = {}
+    for full_key, value in zip(opts[0::2], opts[1::2], strict=True):
+        *parents, leaf = full_key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise _unknown_key_error(_C, full_key, "command line")
+        node[leaf] = value
+    check_keys(cfg, tree, "command line")
+    cfg.merge_from_other_cfg(CN(tree))
+
+
+def update_config(cfg: CN, args: Any) -> None:
+    """Merge args.cfg, then args.opts, apply the directory arguments, then freeze.
+
+    DATA_DIR is joined in front of DATASET.ROOT, MODEL.PRETRAINED and TEST.MODEL_FILE, as in
+    the original, so that a whole data tree can be moved with one argument.
+    """
+    cfg.defrost()
+    merge_from_file(cfg, args.cfg)
+    merge_from_list(cfg, getattr(args, "opts", None) or [])
+
+    if getattr(args, "modelDir", None):
+        cfg.OUTPUT_DIR = args.modelDir
+    if getattr(args, "logDir", None):
+        cfg.LOG_DIR = args.logDir
+    if getattr(args, "dataDir", None):
+        cfg.DATA_DIR = args.dataDir
+
+    cfg.DATASET.ROOT = os.path.join(cfg.DATA_DIR, cfg.DATASET.ROOT)
+    cfg.MODEL.PRETRAINED = os.path.join(cfg.DATA_DIR, cfg.MODEL.PRETRAINED)
+    if cfg.TEST.MODEL_FILE:
+        cfg.TEST.MODEL_FILE = os.path.join(cfg.DATA_DIR, cfg.TEST.MODEL_FILE)
+    cfg.freeze()

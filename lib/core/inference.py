@@ -1,0 +1,74 @@
+"""Decoding heatmaps into keypoint coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from lib.utils.transforms import transform_preds
+
+
+def _as_numpy(heatmaps) -> np.ndarray:
+    if not isinstance(heatmaps, np.ndarray):  # a torch tensor, possibly on the GPU
+        heatmaps = heatmaps.detach().float().cpu().numpy()
+    if heatmaps.ndim != 4:
+        raise ValueError(f"heatmaps must be N x J x H x W, got shape {heatmaps.shape}")
+    return heatmaps
+
+
+def get_max_preds(batch_heatmaps) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax of each heatmap: coords N x J x 2 (x, y) in heatmap pixels and maxvals N x J x 1.
+
+    Coordinates are 0 where the maximum is not positive, as in the original.
+    """
+    heatmaps = _as_numpy(batch_heatmaps)
+    n, j, _, width = heatmaps.shape
+    flat = heatmaps.reshape(n, j, -1)
+    idx = flat.argmax(axis=2)
+    maxvals = np.take_along_axis(flat, idx[..., None], axis=2)
+
+    preds = np.empty((n, j, 2), dtype=np.float32)
+    preds[..., 0] = idx % width
+    preds[..., 1] = idx // width
+    preds *= (maxvals > 0.0).astype(np.float32)
+    return preds, maxvals
+
+
+def quarter_offset(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Move each argmax a quarter pixel towards its higher neighbour in x and in y.
+
+    Only for maxima strictly inside the border (1 < px < W-1 and 1 < py < H-1), as the
+    original's POST_PROCESS; returns new coordinates.
+    """
+    n, j, height, width = heatmaps.shape
+    px = np.floor(coords[..., 0] + 0.5).astype(np.int64)
+    py = np.floor(coords[..., 1] + 0.5).astype(np.int64)
+    inside = (px > 1) & (px < width - 1) & (py > 1) & (py < height - 1)
+    px_c = np.clip(px, 1, width - 2)
+    py_c = np.clip(py, 1, height - 2)
+    ni, ji = np.meshgrid(np.arange(n), np.arange(j), indexing="ij")
+    diff = np.stack([
+        heatmaps[ni, ji, py_c, px_c + 1] - heatmaps[ni, ji, py_c, px_c - 1],
+        heatmaps[ni, ji, py_c + 1, px_c] - heatmaps[ni, ji, py_c - 1, px_c],
+    ], axis=-1)
+    return coords + np.sign(diff) * 0.25 * inside[..., None]
+
+
+def get_final_preds(config, batch_heatmaps, center: Sequence, scale: Sequence
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints in image pixels (N x J x 2) and their scores (N x J x 1).
+
+    With TEST.POST_PROCESS the argmax gets the quarter-pixel shift; then each sample's
+    coordinates are mapped back through its crop (center, scale).
+    """
+    heatmaps = _as_numpy(batch_heatmaps)
+    coords, maxvals = get_max_preds(heatmaps)
+    height, width = heatmaps.shape[2:]
+    if config.TEST.POST_PROCESS:
+        coords = quarter_offset(heatmaps, coords).astype(np.float32)
+
+    preds = np.empty(coords.shape, dtype=np.float64)
+    for i in range(coords.shape[0]):
+        preds[i] = transform_preds(coords[i], center[i], scale[i], [width, height])
+    return preds, maxvals

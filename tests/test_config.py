@@ -1,0 +1,131 @@
+"""The configuration: the contract's defaults, merging, and clear errors for bad keys."""
+
+import argparse
+import glob
+import os
+
+import pytest
+
+from lib.config import ConfigKeyError, cfg, merge_from_file, merge_from_list, update_config
+
+EXPERIMENTS = sorted(glob.glob("experiments/*/*/*.yaml"))
+
+CONTRACT_DEFAULTS = {
+    "OUTPUT_DIR": "", "LOG_DIR": "", "DATA_DIR": "", "GPUS": (0,), "WORKERS": 4,
+    "PRINT_FREQ": 20, "AUTO_RESUME": False, "PIN_MEMORY": True, "RANK": 0,
+    "CUDNN.BENCHMARK": True, "CUDNN.DETERMINISTIC": False, "CUDNN.ENABLED": True,
+    "MODEL.NAME": "pose_hrnet", "MODEL.INIT_WEIGHTS": True, "MODEL.PRETRAINED": "",
+    "MODEL.NUM_JOINTS": 17, "MODEL.TAG_PER_JOINT": True, "MODEL.TARGET_TYPE": "gaussian",
+    "MODEL.IMAGE_SIZE": [256, 256], "MODEL.HEATMAP_SIZE": [64, 64], "MODEL.SIGMA": 2,
+    "LOSS.USE_OHKM": False, "LOSS.TOPK": 8, "LOSS.USE_TARGET_WEIGHT": True,
+    "LOSS.USE_DIFFERENT_JOINTS_WEIGHT": False,
+    "DATASET.ROOT": "", "DATASET.DATASET": "mpii", "DATASET.TRAIN_SET": "train",
+    "DATASET.TEST_SET": "valid", "DATASET.DATA_FORMAT": "jpg", "DATASET.HYBRID_JOINTS_TYPE": "",
+    "DATASET.SELECT_DATA": False, "DATASET.FLIP": True, "DATASET.SCALE_FACTOR": 0.25,
+    "DATASET.ROT_FACTOR": 30, "DATASET.PROB_HALF_BODY": 0.0, "DATASET.NUM_JOINTS_HALF_BODY": 8,
+    "DATASET.COLOR_RGB": False,
+    "TRAIN.LR_FACTOR": 0.1, "TRAIN.LR_STEP": [90, 110], "TRAIN.LR": 0.001,
+    "TRAIN.OPTIMIZER": "adam", "TRAIN.MOMENTUM": 0.9, "TRAIN.WD": 0.0001, "TRAIN.NESTEROV": False,
+    "TRAIN.GAMMA1": 0.99, "TRAIN.GAMMA2": 0.0, "TRAIN.BEGIN_EPOCH": 0, "TRAIN.END_EPOCH": 140,
+    "TRAIN.RESUME": False, "TRAIN.CHECKPOINT": "", "TRAIN.BATCH_SIZE_PER_GPU": 32,
+    "TRAIN.SHUFFLE": True,
+    "TEST.BATCH_SIZE_PER_GPU": 32, "TEST.FLIP_TEST": False, "TEST.POST_PROCESS": False,
+    "TEST.SHIFT_HEATMAP": False, "TEST.USE_GT_BBOX": False, "TEST.IMAGE_THRE": 0.1,
+    "TEST.NMS_THRE": 0.6, "TEST.SOFT_NMS": False, "TEST.OKS_THRE": 0.5, "TEST.IN_VIS_THRE": 0.0,
+    "TEST.COCO_BBOX_FILE": "", "TEST.BBOX_THRE": 1.0, "TEST.MODEL_FILE": "",
+    "DEBUG.DEBUG": False, "DEBUG.SAVE_BATCH_IMAGES_GT": False, "DEBUG.SAVE_BATCH_IMAGES_PRED": False,
+    "DEBUG.SAVE_HEATMAPS_GT": False, "DEBUG.SAVE_HEATMAPS_PRED": False,
+}
+
+
+def _get(node, key):
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize("key", sorted(CONTRACT_DEFAULTS))
+def test_contract_default(key):
+    value = _get(cfg, key)
+    assert value == CONTRACT_DEFAULTS[key]
+    assert type(value) is type(CONTRACT_DEFAULTS[key])
+
+
+def test_extra_accepts_architecture_keys():
+    assert cfg.MODEL.EXTRA.is_new_allowed()
+
+
+def test_fifteen_original_experiment_files_parse():
+    assert len(EXPERIMENTS) == 15
+    for path in EXPERIMENTS:
+        c = cfg.clone()
+        merge_from_file(c, path)
+        assert c.GPUS == (0, 1, 2, 3)
+        assert c.MODEL.NAME in ("pose_hrnet", "pose_resnet")
+
+
+def test_coco_w32_facts():
+    c = cfg.clone()
+    merge_from_file(c, "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml")
+    assert c.TRAIN.END_EPOCH == 210 and c.TRAIN.LR_STEP == [170, 200]
+    assert c.DATASET.ROT_FACTOR == 45 and c.DATASET.SCALE_FACTOR == 0.35
+    assert c.DATASET.PROB_HALF_BODY == 0.3 and c.DATASET.COLOR_RGB
+    assert c.MODEL.IMAGE_SIZE == [192, 256] and c.MODEL.HEATMAP_SIZE == [48, 64]
+    assert c.MODEL.EXTRA.STAGE4.NUM_CHANNELS == [32, 64, 128, 256]
+    assert c.MODEL.EXTRA.STAGE3.NUM_MODULES == 4
+    assert (c.TEST.OKS_THRE, c.TEST.IN_VIS_THRE, c.TEST.NMS_THRE) == (0.9, 0.2, 1.0)
+
+
+def _args(cfg_file, opts=(), **dirs):
+    return argparse.Namespace(cfg=cfg_file, opts=list(opts), modelDir=dirs.get("modelDir", ""),
+                              logDir=dirs.get("logDir", ""), dataDir=dirs.get("dataDir", ""),
+                              prevModelDir="")
+
+
+def test_update_config_merges_file_then_opts_and_joins_data_dir():
+    c = cfg.clone()
+    update_config(c, _args("experiments/mpii/hrnet/w32_256x256_adam_lr1e-3.yaml",
+                           ["TRAIN.LR", "0.01", "TEST.MODEL_FILE", "m.pth", "GPUS", "(0,)"],
+                           modelDir="out", logDir="lg", dataDir="/d"))
+    assert c.is_frozen()
+    assert c.TRAIN.LR == 0.01 and c.GPUS == (0,)
+    assert c.OUTPUT_DIR == "out" and c.LOG_DIR == "lg" and c.DATA_DIR == "/d"
+    assert c.DATASET.ROOT == os.path.join("/d", "data/mpii/")
+    assert c.MODEL.PRETRAINED == "/d/models/pytorch/imagenet/hrnet_w32-36af842e.pth"
+    assert c.TEST.MODEL_FILE == "/d/m.pth"
+    assert c.MODEL.NUM_JOINTS == 16
+
+
+def test_unknown_key_in_yaml_names_key_and_closest(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("MODEL:\n  NUM_JOINT: 17\n")
+    with pytest.raises(ConfigKeyError) as err:
+        merge_from_file(cfg.clone(), bad)
+    message = str(err.value)
+    assert str(bad) in message and "MODEL.NUM_JOINT'" in message
+    assert "MODEL.NUM_JOINTS" in message
+
+
+def test_unknown_key_on_command_line():
+    with pytest.raises(ConfigKeyError, match=r"TRAIN\.LRR.*TRAIN\.LR"):
+        merge_from_list(cfg.clone(), ["TRAIN.LRR", "0.1"])
+    with pytest.raises(ConfigKeyError, match="TOTALLY_UNKNOWN"):
+        merge_from_list(cfg.clone(), ["TOTALLY_UNKNOWN", "1"])
+    with pytest.raises(ValueError, match="KEY VALUE pairs"):
+        merge_from_list(cfg.clone(), ["TRAIN.LR"])
+
+
+def test_new_keys_below_extra_from_command_line():
+    c = cfg.clone()
+    merge_from_list(c, ["MODEL.EXTRA.NUM_LAYERS", "18", "MODEL.IMAGE_SIZE", "[64, 48]"])
+    assert c.MODEL.EXTRA.NUM_LAYERS == 18 and c.MODEL.IMAGE_SIZE == [64, 48]
+
+
+def test_missing_config_file():
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        merge_from_file(cfg.clone(), "nope.yaml")
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(ValueError, match="TRAIN.LR"):
+        merge_from_list(cfg.clone(), ["TRAIN.LR", "fast"])
