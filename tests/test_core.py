@@ -89,10 +89,13 @@ def test_accuracy_known_answer():
     h, w = 64, 48  # distances are normalised by (h/10, w/10) = (6.4, 4.8) for (x, y)
     target = np.zeros((1, 4, h, w), dtype=np.float32)
     output = np.zeros_like(target)
-    target[0, 0, 20, 20] = 1; output[0, 0, 20, 22] = 1  # dx 2 -> 0.3125: hit
-    target[0, 1, 30, 10] = 1; output[0, 1, 33, 10] = 1  # dy 3 -> 0.625: miss
-    target[0, 2, 40, 30] = 1; output[0, 2, 40, 33] = 1  # dx 3 -> 0.469: hit
-    output[0, 3, 5, 5] = 1                              # no target: not counted
+    # (joint, target y x, predicted y x): dx 2 -> 0.3125 hit, dy 3 -> 0.625 miss,
+    # dx 3 -> 0.469 hit, and a joint without target that is not counted.
+    for j, (ty, tx), (py, px) in [(0, (20, 20), (20, 22)), (1, (30, 10), (33, 10)),
+                                  (2, (40, 30), (40, 33))]:
+        target[0, j, ty, tx] = 1
+        output[0, j, py, px] = 1
+    output[0, 3, 5, 5] = 1
     acc, avg_acc, cnt, pred = accuracy(output, target)
     np.testing.assert_allclose(acc, [2 / 3, 1, 0, 1, -1])
     assert avg_acc == pytest.approx(2 / 3) and cnt == 3
