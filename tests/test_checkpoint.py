@@ -1,0 +1,162 @@
+"""Checkpoint files: safe loading, strict loading with clear errors, conversion, atomic writes."""
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from yacs.config import CfgNode as CN
+
+from lib.config import cfg as default_cfg
+from lib.models import build_model
+from lib.utils.checkpoint import (
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    UnsafeCheckpointError,
+    extract_state_dict,
+    load_checkpoint_file,
+    load_state_dict_strict,
+    save_atomic,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_hrnet(num_joints: int = 5) -> torch.nn.Module:
+    cfg = default_cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.NUM_JOINTS = num_joints
+    branches = {'NUM_MODULES': 1, 'NUM_BRANCHES': 2, 'BLOCK': 'BASIC', 'NUM_BLOCKS': [1, 1],
+                'NUM_CHANNELS': [4, 8], 'FUSE_METHOD': 'SUM'}
+    cfg.MODEL.EXTRA = CN({'FINAL_CONV_KERNEL': 1, 'STAGE2': branches}, new_allowed=True)
+    return build_model(cfg, is_train=False)
+
+
+def small_resnet() -> torch.nn.Module:
+    cfg = default_cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.NAME = 'pose_resnet'
+    cfg.MODEL.EXTRA = CN({'NUM_LAYERS': 18, 'DECONV_WITH_BIAS': False, 'NUM_DECONV_LAYERS': 1,
+                          'NUM_DECONV_FILTERS': [8], 'NUM_DECONV_KERNELS': [4],
+                          'FINAL_CONV_KERNEL': 1}, new_allowed=True)
+    return build_model(cfg, is_train=False)
+
+
+def randomised(model: torch.nn.Module) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    return {key: torch.randn(value.shape, generator=generator) if value.is_floating_point()
+            else value + 7 for key, value in model.state_dict().items()}
+
+
+def assert_same_state(model: torch.nn.Module, expected: dict) -> None:
+    state = model.state_dict()
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[key], expected[key]) for key in expected)
+
+
+@pytest.mark.parametrize('prefix', ['', 'module.'])
+def test_strict_load_of_saved_state_dict(tmp_path, prefix):
+    weights = randomised(small_hrnet())
+    path = tmp_path / 'model_best.pth'
+    save_atomic({prefix + key: value for key, value in weights.items()}, path)
+    model = small_hrnet()
+    load_state_dict_strict(model, extract_state_dict(load_checkpoint_file(path)), path)
+    assert_same_state(model, weights)
+
+
+def test_training_checkpoint_loads_with_weights_only(tmp_path):
+    model = small_hrnet()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(1, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    best = randomised(model)
+    path = tmp_path / 'checkpoint.pth'
+    save_atomic({'epoch': 3, 'model': 'pose_hrnet', 'state_dict': model.state_dict(),
+                 'best_state_dict': best, 'perf': 0.75, 'optimizer': optimizer.state_dict()}, path)
+    loaded = load_checkpoint_file(path)
+    assert loaded['epoch'] == 3 and loaded['optimizer']['param_groups'][0]['lr'] == 1e-3
+    latest = small_hrnet()
+    load_state_dict_strict(latest, extract_state_dict(loaded), path)  # 'state_dict' first
+    assert_same_state(latest, model.state_dict())
+    only_best = {'model': 'pose_hrnet', 'best_state_dict': best}
+    assert extract_state_dict(only_best).keys() == best.keys()
+
+
+def test_checkpoint_of_another_architecture_names_the_keys(tmp_path):
+    path = tmp_path / 'pose_resnet_18.pth'
+    save_atomic(small_resnet().state_dict(), path)
+    model = small_hrnet()
+    with pytest.raises(CheckpointMismatchError) as caught:
+        load_state_dict_strict(model, extract_state_dict(load_checkpoint_file(path)), path)
+    message = str(caught.value)
+    assert str(path) in message and 'PoseHighResolutionNet' in message
+    # HRNet's stem has conv2/bn2 and stages; ResNet has layer2..4 and a 7x7 conv1
+    assert '102 missing keys (conv2.weight, bn2.weight, bn2.bias' in message
+    assert '96 unexpected keys (layer2.0.conv1.weight, layer2.0.bn1.weight' in message
+    assert '5 keys with another shape (conv1.weight: checkpoint [64, 3, 7, 7] vs model ' \
+           '[64, 3, 3, 3]' in message
+
+
+def test_other_joint_count_is_a_shape_mismatch(tmp_path):
+    path = tmp_path / 'mpii.pth'
+    save_atomic(small_hrnet(num_joints=16).state_dict(), path)
+    with pytest.raises(CheckpointMismatchError, match=r'2 keys with another shape \(final_layer'):
+        load_state_dict_strict(small_hrnet(num_joints=17), load_checkpoint_file(path), path)
+
+
+def test_pickled_objects_get_the_convert_hint(tmp_path):
+    path = tmp_path / 'legacy.pth'
+    torch.save({'state_dict': small_hrnet().state_dict(), 'args': argparse.Namespace(lr=1)},
+               path)
+    with pytest.raises(UnsafeCheckpointError) as caught:
+        load_checkpoint_file(path)
+    message = str(caught.value)
+    assert str(path) in message and 'argparse.Namespace' in message
+    assert f'python tools/convert_checkpoint.py --in {path} --out' in message
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_text('not a checkpoint')
+    with pytest.raises(CheckpointFormatError, match='garbage.pth'):
+        load_checkpoint_file(garbage)
+    with pytest.raises(CheckpointNotFoundError, match='absent.pth'):
+        load_checkpoint_file(tmp_path / 'absent.pth')
+    with pytest.raises(CheckpointFormatError, match=r"top-level keys are \['epoch', 'perf'\]"):
+        extract_state_dict({'epoch': 1, 'perf': 0.5})
+
+
+def test_convert_checkpoint_round_trip(tmp_path):
+    weights = randomised(small_hrnet())
+    legacy = tmp_path / 'legacy.pth.tar'
+    torch.save({'epoch': 140, 'perf': np.float64(0.9), 'config': argparse.Namespace(a=1),
+                'state_dict': {f'module.{key}': value for key, value in weights.items()}},
+               legacy)
+    converted = tmp_path / 'converted' / 'plain.pth'
+    result = subprocess.run(
+        [sys.executable, 'tools/convert_checkpoint.py', '--in', str(legacy), '--out',
+         str(converted)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert 'executes any code' in result.stderr
+    assert f'wrote {len(weights)} tensors' in result.stdout
+    plain = load_checkpoint_file(converted)  # weights_only=True now works
+    assert plain.keys() == weights.keys()
+    model = small_hrnet()
+    load_state_dict_strict(model, plain, converted)
+    assert_same_state(model, weights)
+
+
+def test_save_atomic_replaces_whole_files_only(tmp_path):
+    path = tmp_path / 'state.pth'
+    save_atomic({'a': torch.arange(3)}, path)
+    save_atomic({'a': torch.arange(5)}, path)
+    assert torch.equal(load_checkpoint_file(path)['a'], torch.arange(5))
+    with pytest.raises(Exception):  # noqa: B017 - a lambda cannot be pickled
+        save_atomic({'a': lambda: 0}, path)
+    assert torch.equal(load_checkpoint_file(path)['a'], torch.arange(5))
+    assert [p.name for p in tmp_path.iterdir()] == ['state.pth']  # no temporary left over
