@@ -1,0 +1,261 @@
+"""What tools/train.py and tools/test.py run: build everything from the config, then loop.
+
+One code path serves the CPU, one GPU, DataParallel over GPUS and DistributedDataParallel
+under torchrun; only `_wrap_model` and the samplers differ between them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torchvision.transforms as T
+from tensorboardX import SummaryWriter
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+import lib.models
+from lib.core.function import train, validate
+from lib.core.loss import build_criterion
+from lib.dataset import build_dataset
+from lib.utils import distributed
+from lib.utils.checkpoint import (
+    extract_state_dict,
+    load_checkpoint_file,
+    load_state_dict_strict,
+    save_atomic,
+)
+from lib.utils.model_summary import count_params_and_macs, paper_gflops
+from lib.utils.runtime import (
+    make_grad_scaler,
+    rng_state,
+    seed_everything,
+    seed_worker,
+    select_device,
+    set_rng_state,
+)
+from lib.utils.utils import create_logger, get_optimizer, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+# ImageNet statistics: the pretrained backbones expect inputs normalised with them.
+NORMALIZE = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
+
+@dataclass
+class RunContext:
+    """Where a run lives and what it computes on."""
+
+    output_dir: str
+    tb_log_dir: str
+    device: torch.device
+    rank: int
+    world_size: int
+    local_rank: int
+    data_parallel: bool
+
+
+def _setup(cfg, cfg_file: str, phase: str) -> RunContext:
+    rank, world, local_rank = distributed.init_distributed()
+    _, output_dir, tb_log_dir = create_logger(cfg, cfg_file, phase, rank)
+    logger.info("config:\n%s", cfg)
+    torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK
+    torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
+    torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
+    device = select_device(cfg.GPUS, local_rank if world > 1 else None)
+    data_parallel = device.type == "cuda" and world == 1 and len(cfg.GPUS) > 1
+    return RunContext(output_dir, tb_log_dir, device, rank, world, local_rank, data_parallel)
+
+
+def _wrap_model(cfg, model: nn.Module, ctx: RunContext) -> nn.Module:
+    """Place the model and wrap it for the device layout: DDP, DataParallel or nothing."""
+    model = model.to(ctx.device)
+    if cfg.MODEL.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    if ctx.world_size > 1:
+        if cfg.MODEL.SYNC_BN:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    elif ctx.data_parallel:
+        model = nn.DataParallel(model, device_ids=list(cfg.GPUS))
+    if cfg.MODEL.COMPILE:
+        model = torch.compile(model)
+    return model
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)      # DataParallel / DDP
+
+
+def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
+    per_device = cfg.TRAIN.BATCH_SIZE_PER_GPU if train_split else cfg.TEST.BATCH_SIZE_PER_GPU
+    batch_size = per_device * (len(cfg.GPUS) if ctx.data_parallel else 1)
+    if ctx.world_size > 1:
+        sampler = (DistributedSampler(dataset, ctx.world_size, ctx.rank,
+                                      shuffle=cfg.TRAIN.SHUFFLE, seed=max(cfg.SEED, 0))
+                   if train_split else
+                   distributed.ShardSampler(len(dataset), ctx.rank, ctx.world_size))
+        shuffle = None
+    else:
+        sampler = None
+        shuffle = cfg.TRAIN.SHUFFLE if train_split else False
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                      num_workers=cfg.WORKERS,
+                      pin_memory=cfg.PIN_MEMORY and ctx.device.type == "cuda",
+                      worker_init_fn=seed_worker, drop_last=False)
+
+
+def _datasets(cfg, train_too: bool):
+    transform = T.Compose([T.ToTensor(), NORMALIZE])
+    valid = build_dataset(cfg, cfg.DATASET.TEST_SET, False, transform)
+    train_set = build_dataset(cfg, cfg.DATASET.TRAIN_SET, True, transform) if train_too else None
+    return train_set, valid
+
+
+def _log_model_size(cfg, model: nn.Module) -> None:
+    width, height = cfg.MODEL.IMAGE_SIZE
+    params, macs = count_params_and_macs(model, (1, 3, height, width))
+    logger.info("%s: %.2fM parameters, %.2f GFLOPs at %dx%d",
+                cfg.MODEL.NAME, params / 1e6, paper_gflops(macs), width, height)
+
+
+def _is_better(new: float, best: float | None, higher_is_better: bool) -> bool:
+    if best is None:
+        return True
+    return new > best if higher_is_better else new < best
+
+
+def run_training(cfg, cfg_file: str) -> dict[str, Any]:
+    """Train cfg's model, validating every epoch; returns the run's summary.
+
+    checkpoint.pth (everything needed to resume bit-exactly), model_best.pth (by the data
+    set's perf direction) and final_state.pth are written to the output directory, each
+    atomically. With AUTO_RESUME an existing checkpoint.pth is continued.
+    """
+    ctx = _setup(cfg, cfg_file, "train")
+    seed_everything(cfg.SEED + ctx.rank if cfg.SEED >= 0 else -1)
+    try:
+        return _train_loop(cfg, cfg_file, ctx)
+    finally:
+        distributed.cleanup()
+
+
+def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
+    rank0 = ctx.rank == 0
+    model = lib.models.build_model(cfg, is_train=True)
+    if rank0:
+        shutil.copy2(cfg_file, ctx.output_dir)
+        shutil.copy2(os.path.join(os.path.dirname(lib.models.__file__), f"{cfg.MODEL.NAME}.py"),
+                     ctx.output_dir)
+        _log_model_size(cfg, model)
+
+    train_dataset, valid_dataset = _datasets(cfg, train_too=True)
+    higher_is_better = getattr(valid_dataset, "perf_higher_is_better", True)
+    train_loader = _loader(cfg, train_dataset, ctx, train_split=True)
+    valid_loader = _loader(cfg, valid_dataset, ctx, train_split=False)
+
+    model = _wrap_model(cfg, model, ctx)
+    criterion = build_criterion(cfg).to(ctx.device)
+    optimizer = get_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.TRAIN.LR_STEP,
+                                                     cfg.TRAIN.LR_FACTOR)
+    scaler = make_grad_scaler(ctx.device, cfg.TRAIN.AMP)
+
+    begin_epoch, best_perf, perf = cfg.TRAIN.BEGIN_EPOCH, None, None
+    best_state_dict = None
+    checkpoint_file = os.path.join(ctx.output_dir, "checkpoint.pth")
+    resume_file = (cfg.TRAIN.CHECKPOINT if cfg.TRAIN.RESUME and cfg.TRAIN.CHECKPOINT
+                   else checkpoint_file if cfg.AUTO_RESUME and os.path.exists(checkpoint_file)
+                   else "")
+    if resume_file:
+        state = load_checkpoint_file(resume_file, map_location=ctx.device)
+        load_state_dict_strict(_unwrap(model), extract_state_dict(state["state_dict"]),
+                               resume_file)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        begin_epoch, perf, best_perf = state["epoch"], state["perf"], state["best_perf"]
+        best_state_dict = state["best_state_dict"]
+        set_rng_state(state["rng"][min(ctx.rank, len(state["rng"]) - 1)])
+        logger.info("resumed from %s (epoch %d)", resume_file, begin_epoch)
+
+    writer_dict = None
+    if rank0:
+        writer_dict = {"writer": SummaryWriter(log_dir=ctx.tb_log_dir),
+                       "train_global_steps": 0, "valid_global_steps": begin_epoch}
+    last_good = checkpoint_file if os.path.exists(checkpoint_file) else ""
+    for epoch in range(begin_epoch, cfg.TRAIN.END_EPOCH):
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        if writer_dict is not None:
+            writer_dict["writer"].add_scalar("learning_rate", optimizer.param_groups[0]["lr"],
+                                             epoch)
+        train(cfg, train_loader, model, criterion, optimizer, epoch, ctx.output_dir,
+              ctx.tb_log_dir, writer_dict, scaler=scaler, last_checkpoint=last_good)
+        scheduler.step()
+        perf = validate(cfg, valid_loader, valid_dataset, model, criterion, ctx.output_dir,
+                        ctx.tb_log_dir, writer_dict)
+
+        is_best = _is_better(perf, best_perf, higher_is_better)
+        if is_best:
+            best_perf = perf
+            best_state_dict = {k: v.detach().clone() for k, v in
+                               _unwrap(model).state_dict().items()}
+        rng = distributed.all_gather_objects(rng_state())
+        if rank0:
+            logger.info("=> saving checkpoint to %s", ctx.output_dir)
+            save_checkpoint({
+                "epoch": epoch + 1,
+                "model": cfg.MODEL.NAME,
+                "state_dict": _unwrap(model).state_dict(),
+                "best_state_dict": best_state_dict,
+                "perf": perf,
+                "best_perf": best_perf,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng,
+            }, is_best, ctx.output_dir)
+            last_good = checkpoint_file
+        distributed.barrier()
+
+    final_file = os.path.join(ctx.output_dir, "final_state.pth")
+    if rank0:
+        logger.info("=> saving final model state to %s", final_file)
+        save_atomic(_unwrap(model).state_dict(), final_file)
+        writer_dict["writer"].close()
+    return {"output_dir": ctx.output_dir, "tb_log_dir": ctx.tb_log_dir, "perf": perf,
+            "best_perf": best_perf, "final_state": final_file}
+
+
+def load_weights_for_test(cfg, model: nn.Module, output_dir: str) -> str:
+    """Load TEST.MODEL_FILE (a model-zoo state_dict or our checkpoint), or the run's
+    model_best.pth when it is empty; returns the file used."""
+    model_file = cfg.TEST.MODEL_FILE or os.path.join(output_dir, "model_best.pth")
+    state = load_checkpoint_file(model_file)
+    load_state_dict_strict(model, extract_state_dict(state), model_file)
+    logger.info("=> loaded model weights from %s", model_file)
+    return model_file
+
+
+def run_test(cfg, cfg_file: str) -> dict[str, Any]:
+    """Evaluate TEST.MODEL_FILE on the test set; returns the perf indicator and output dir."""
+    ctx = _setup(cfg, cfg_file, "valid")
+    try:
+        model = lib.models.build_model(cfg, is_train=False)
+        model_file = load_weights_for_test(cfg, model, ctx.output_dir)
+        _, valid_dataset = _datasets(cfg, train_too=False)
+        valid_loader = _loader(cfg, valid_dataset, ctx, train_split=False)
+        model = _wrap_model(cfg, model, ctx)
+        criterion = build_criterion(cfg).to(ctx.device)
+        perf = validate(cfg, valid_loader, valid_dataset, model, criterion, ctx.output_dir,
+                        ctx.tb_log_dir)
+        return {"output_dir": ctx.output_dir, "perf": perf, "model_file": model_file}
+    finally:
+        distributed.cleanup()

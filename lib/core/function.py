@@ -1,0 +1,277 @@
+"""One training epoch and one validation pass, with the original's signatures.
+
+Both loops are device-agnostic (the device is the model's), honour MODEL.CHANNELS_LAST and
+TRAIN.AMP / TEST.AMP, and work unchanged under DataParallel and DistributedDataParallel:
+validation of a sharded loader gathers every rank's predictions and evaluates them once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from lib.core.evaluate import accuracy
+from lib.core.inference import get_final_preds
+from lib.utils import distributed
+from lib.utils.meters import AverageMeter
+from lib.utils.runtime import autocast
+from lib.utils.transforms import flip_back
+from lib.utils.vis import save_debug_images
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the weights were left untouched."""
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _to_device(t: torch.Tensor, device: torch.device, channels_last: bool = False
+               ) -> torch.Tensor:
+    t = t.to(device, non_blocking=device.type == "cuda")
+    if channels_last and t.dim() == 4:
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def _progress(loader: Iterable, desc: str, enabled: bool) -> Iterable:
+    """A tqdm bar on an interactive terminal of rank 0; the plain loader elsewhere (CI, logs)."""
+    show = enabled and sys.stderr.isatty() and not os.environ.get("CI")
+    return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True) if show else loader
+
+
+def _criterion_on(outputs: torch.Tensor | list[torch.Tensor], criterion: nn.Module,
+                  target: torch.Tensor, target_weight: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss (summed over the outputs of multi-output models) in fp32, and the last output."""
+    if isinstance(outputs, (list, tuple)):
+        loss = sum(criterion(o.float(), target, target_weight) for o in outputs)
+        return loss, outputs[-1]
+    return criterion(outputs.float(), target, target_weight), outputs
+
+
+def train(config, train_loader, model: nn.Module, criterion: nn.Module,
+          optimizer: torch.optim.Optimizer, epoch: int, output_dir: str, tb_log_dir: str,
+          writer_dict: dict[str, Any] | None, scaler: torch.amp.GradScaler | None = None,
+          last_checkpoint: str = "") -> float:
+    """Train for one epoch; returns the mean training loss.
+
+    A non-finite loss stops training before the optimizer step with NonFiniteLossError,
+    naming the epoch, the iteration and `last_checkpoint`, the last good checkpoint.
+    """
+    device = _model_device(model)
+    amp = config.TRAIN.AMP
+    channels_last = config.MODEL.CHANNELS_LAST
+    rank0 = distributed.get_rank() == 0
+    batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
+
+    model.train()
+    end = time.time()
+    bar = _progress(train_loader, f"epoch {epoch}", rank0)
+    for i, (input, target, target_weight, meta) in enumerate(bar):
+        data_time.update(time.time() - end)
+        input = _to_device(input, device, channels_last)
+        target = _to_device(target, device)
+        target_weight = _to_device(target_weight, device)
+
+        with autocast(device, amp):
+            outputs = model(input)
+        loss, output = _criterion_on(outputs, criterion, target, target_weight)
+        if not torch.isfinite(loss):
+            where = f"epoch {epoch}, iteration {i}"
+            good = last_checkpoint or "none written yet"
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at {where}; stopped before the weights were "
+                f"updated. Last good checkpoint: {good}. Lower TRAIN.LR or check the data.")
+
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+        n = input.size(0)
+        losses.update(loss.item(), n)
+        _, avg_acc, cnt, pred = accuracy(output.detach(), target)
+        acc.update(avg_acc, cnt)
+        batch_time.update(time.time() - end)
+        end = time.time()
+
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{losses.avg:.5f}", acc=f"{acc.avg:.3f}",
+                            rate=f"{n / max(batch_time.val, 1e-9):.1f}/s")
+        if i % config.PRINT_FREQ == 0 and rank0:
+            logger.info(
+                f"Epoch: [{epoch}][{i}/{len(train_loader)}]\t"
+                f"Time {batch_time.val:.3f}s ({batch_time.avg:.3f}s)\t"
+                f"Speed {n / max(batch_time.val, 1e-9):.1f} samples/s\t"
+                f"Data {data_time.val:.3f}s ({data_time.avg:.3f}s)\t"
+                f"Loss {losses.val:.5f} ({losses.avg:.5f})\t"
+                f"Accuracy {acc.val:.3f} ({acc.avg:.3f})")
+            if writer_dict is not None:
+                writer, step = writer_dict["writer"], writer_dict["train_global_steps"]
+                writer.add_scalar("train_loss", losses.val, step)
+                writer.add_scalar("train_acc", acc.val, step)
+                writer_dict["train_global_steps"] = step + 1
+            prefix = os.path.join(output_dir, "train", f"train_{i}")
+            save_debug_images(config, input, meta, target, pred * 4, output, prefix)
+    return losses.avg
+
+
+def _flip_test(model: nn.Module, input: torch.Tensor, flip_pairs: Sequence,
+               shift_heatmap: bool) -> torch.Tensor:
+    """Average the heatmaps of the image and of its mirror image, in one batched forward."""
+    outputs = model(torch.cat([input, input.flip(3)]))
+    if isinstance(outputs, (list, tuple)):
+        outputs = outputs[-1]
+    output, output_flipped = outputs.float().chunk(2)
+    output_flipped = flip_back(output_flipped, flip_pairs)
+    if shift_heatmap:  # the mirrored argmax lands one pixel left of the original one
+        output_flipped[:, :, :, 1:] = output_flipped.clone()[:, :, :, :-1]
+    return (output + output_flipped) * 0.5
+
+
+def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Module,
+             output_dir: str, tb_log_dir: str, writer_dict: dict[str, Any] | None = None
+             ) -> float:
+    """Predict the validation set, evaluate it with the data set's metric, return the
+    perf indicator (on every rank)."""
+    device = _model_device(model)
+    amp = config.TEST.AMP
+    channels_last = config.MODEL.CHANNELS_LAST
+    rank0 = distributed.get_rank() == 0
+    num_joints = config.MODEL.NUM_JOINTS
+    losses, acc = AverageMeter(), AverageMeter()
+
+    sampler = getattr(val_loader, "sampler", None)
+    indices = list(getattr(sampler, "indices", range(len(val_dataset))))
+    all_preds = np.zeros((len(indices), num_joints, 3), dtype=np.float32)
+    all_boxes = np.zeros((len(indices), 6))
+    image_path: list[str] = []
+    filenames: list[str] = []
+    imgnums: list[int] = []
+
+    model.eval()
+    idx = 0
+    with torch.inference_mode():
+        for i, (input, target, target_weight, meta) in enumerate(
+                _progress(val_loader, "validate", rank0)):
+            input = _to_device(input, device, channels_last)
+            target = _to_device(target, device)
+            target_weight = _to_device(target_weight, device)
+            with autocast(device, amp):
+                if config.TEST.FLIP_TEST and val_dataset.flip_pairs is not None:
+                    output = _flip_test(model, input, val_dataset.flip_pairs,
+                                        config.TEST.SHIFT_HEATMAP)
+                else:
+                    outputs = model(input)
+                    output = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+            output = output.float()
+            loss = criterion(output, target, target_weight)
+
+            n = input.size(0)
+            losses.update(loss.item(), n)
+            _, avg_acc, cnt, pred = accuracy(output, target)
+            acc.update(avg_acc, cnt)
+
+            c = meta["center"].numpy()
+            s = meta["scale"].numpy()
+            score = meta["score"].numpy()
+            preds, maxvals = get_final_preds(config, output, c, s)
+            all_preds[idx:idx + n, :, 0:2] = preds[:, :, 0:2]
+            all_preds[idx:idx + n, :, 2:3] = maxvals
+            all_boxes[idx:idx + n, 0:2] = c[:, 0:2]
+            all_boxes[idx:idx + n, 2:4] = s[:, 0:2]
+            all_boxes[idx:idx + n, 4] = np.prod(s * 200, 1)
+            all_boxes[idx:idx + n, 5] = score
+            image_path.extend(meta["image"])
+            filenames.extend(meta.get("filename", [""] * n))
+            imgnums.extend(int(x) for x in meta.get("imgnum", [0] * n))
+            idx += n
+
+            if i % config.PRINT_FREQ == 0 and rank0:
+                logger.info(f"Test: [{i}/{len(val_loader)}]\t"
+                            f"Loss {losses.val:.4f} ({losses.avg:.4f})\t"
+                            f"Accuracy {acc.val:.3f} ({acc.avg:.3f})")
+                prefix = os.path.join(output_dir, "val", f"val_{i}")
+                save_debug_images(config, input, meta, target, pred * 4, output, prefix)
+                if writer_dict is not None and i == 0:
+                    _log_heatmaps(writer_dict, output, target)
+
+    all_preds, all_boxes, image_path, filenames, imgnums = _gather_in_dataset_order(
+        indices, all_preds, all_boxes, image_path, filenames, imgnums)
+    valid_loss = distributed.all_reduce_mean(losses.avg, losses.count)
+    valid_acc = distributed.all_reduce_mean(acc.avg, acc.count)
+    perf_indicator = 0.0
+    if rank0:
+        name_values, perf_indicator = val_dataset.evaluate(
+            config, all_preds, output_dir, all_boxes, image_path, filenames, imgnums)
+        tables = name_values if isinstance(name_values, list) else [name_values]
+        for table in tables:
+            logger.info("\n" + format_name_value_table(table, config.MODEL.NAME))
+        if writer_dict is not None:
+            writer, step = writer_dict["writer"], writer_dict["valid_global_steps"]
+            writer.add_scalar("valid_loss", valid_loss, step)
+            writer.add_scalar("valid_acc", valid_acc, step)
+            for table in tables:
+                for name, value in table.items():
+                    writer.add_scalar(f"valid/{name}", value, step)
+            writer_dict["valid_global_steps"] = step + 1
+    return float(distributed.broadcast_object(perf_indicator))
+
+
+def _gather_in_dataset_order(indices, preds, boxes, image_path, filenames, imgnums):
+    """Merge every rank's shard and put the samples back into data-set order.
+
+    Returns (preds, all_boxes, image_path, filenames, imgnums).
+    """
+    shards = distributed.all_gather_objects(
+        (indices, preds, boxes, image_path, filenames, imgnums))
+    if len(shards) == 1:
+        return preds, boxes, image_path, filenames, imgnums
+    order = np.argsort(np.concatenate([s[0] for s in shards]), kind="stable")
+    preds = np.concatenate([s[1] for s in shards])[order]
+    boxes = np.concatenate([s[2] for s in shards])[order]
+    merged = [sum((list(s[k]) for s in shards), []) for k in (3, 4, 5)]
+    image_path, filenames, imgnums = ([m[j] for j in order] for m in merged)
+    return preds, boxes, image_path, filenames, imgnums
+
+
+def _log_heatmaps(writer_dict: dict[str, Any], output: torch.Tensor,
+                  target: torch.Tensor) -> None:
+    """The first validation sample's predicted and target heatmaps, as one image per epoch."""
+    pred = output[0].amax(dim=0).clamp(0, 1)
+    gt = target[0].amax(dim=0).clamp(0, 1)
+    image = torch.cat([pred, gt], dim=1).unsqueeze(0).cpu()
+    writer_dict["writer"].add_image("valid_heatmaps(pred|gt)", image,
+                                    writer_dict["valid_global_steps"])
+
+
+def format_name_value_table(name_value: OrderedDict | dict, full_arch_name: str) -> str:
+    """The original's markdown result table: '| Arch | AP | Ap .5 | ... |'."""
+    names = list(name_value.keys())
+    values = list(name_value.values())
+    if len(full_arch_name) > 15:
+        full_arch_name = full_arch_name[:8] + "..."
+    lines = [
+        "| Arch " + " ".join(f"| {name}" for name in names) + " |",
+        "|---" * (len(names) + 1) + "|",
+        "| " + full_arch_name + " " + " ".join(f"| {value:.3f}" for value in values) + " |",
+    ]
+    return "\n".join(lines)
