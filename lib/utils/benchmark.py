@@ -1,0 +1,106 @@
+"""Throughput of a model in its plain and fast execution modes, measured side by side."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lib.utils.runtime import autocast
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way of executing the same model: memory format, autocast, compilation."""
+
+    name: str
+    channels_last: bool = False
+    amp: bool = False
+    compile: bool = False
+
+
+PLAIN = Mode("fp32 NCHW (baseline)")
+
+
+@dataclass
+class Measurement:
+    mode: Mode
+    images_per_s: float
+    max_abs_diff: float  # of the heatmaps, against the plain mode on the same input
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, mode: Mode) -> tuple[nn.Module, torch.Tensor]:
+    if mode.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if mode.compile:
+        model = torch.compile(model)
+    return model, x
+
+
+def _timed(step, warmup: int, repeats: int, iters: int, sync) -> list[float]:
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(iters):
+            step()
+        sync()
+        times.append((time.perf_counter() - start) / iters)
+    return times
+
+
+def measure_inference(model: nn.Module, x: torch.Tensor, mode: Mode, reference: torch.Tensor,
+                      warmup: int = 2, repeats: int = 5, iters: int = 1) -> Measurement:
+    """Forward passes per second (in images) under torch.inference_mode."""
+    model = copy.deepcopy(model).eval()
+    model, xm = _prepare(model, x, mode)
+    device = x.device
+
+    def step():
+        with torch.inference_mode(), autocast(device, mode.amp):
+            return model(xm)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = _timed(step, warmup, repeats, iters, sync)
+    out = step().float()
+    diff = (out - reference).abs().max().item()
+    return Measurement(mode, x.shape[0] / statistics.median(times), diff)
+
+
+def measure_training(model: nn.Module, x: torch.Tensor, target: torch.Tensor, mode: Mode,
+                     reference: torch.Tensor, warmup: int = 2, repeats: int = 5,
+                     iters: int = 1) -> Measurement:
+    """Forward + backward + Adam step per second (in images); the difference is that of the
+    first forward's heatmaps, before any step changed the weights."""
+    model = copy.deepcopy(model).train()
+    model, xm = _prepare(model, x, mode)
+    device = x.device
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
+    with torch.no_grad(), autocast(device, mode.amp):
+        diff = (model(xm).float() - reference).abs().max().item()
+
+    def step():
+        with autocast(device, mode.amp):
+            out = model(xm)
+        loss = 0.5 * (out.float() - target).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = _timed(step, warmup, repeats, iters, sync)
+    return Measurement(mode, x.shape[0] / statistics.median(times), diff)
+
+
+def reference_output(model: nn.Module, x: torch.Tensor, train_mode: bool) -> torch.Tensor:
+    """The plain fp32 NCHW heatmaps that every mode is compared with."""
+    model = copy.deepcopy(model).train(train_mode)
+    with torch.no_grad():
+        return model(x).float()
