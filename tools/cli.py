@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from lib.config import ConfigKeyError
+from lib.core.function import NonFiniteLossError
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,3 +29,6 @@ def run_cli(main: Callable[[], object]) -> None:
     except (ConfigKeyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

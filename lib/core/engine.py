@@ -6,6 +6,7 @@ under torchrun; only `_wrap_model` and the samplers differ between them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -225,6 +226,8 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
             last_good = checkpoint_file
         distributed.barrier()
 
+    if ctx.world_size > 1:
+        _check_ranks_agree(_unwrap(model), ctx.world_size)
     final_file = os.path.join(ctx.output_dir, "final_state.pth")
     if rank0:
         logger.info("=> saving final model state to %s", final_file)
@@ -232,6 +235,23 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
         writer_dict["writer"].close()
     return {"output_dir": ctx.output_dir, "tb_log_dir": ctx.tb_log_dir, "perf": perf,
             "best_perf": best_perf, "final_state": final_file}
+
+
+def _weights_digest(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_ranks_agree(model: nn.Module, world_size: int) -> None:
+    """Log whether every rank ended with the same weights (DDP keeps them in step)."""
+    digests = distributed.all_gather_objects(_weights_digest(model))
+    if all(d == digests[0] for d in digests):
+        logger.info("weights identical on all %d ranks (sha256 %s)", world_size, digests[0][:16])
+    else:
+        logger.warning("weights DIFFER between ranks: %s", [d[:16] for d in digests])
 
 
 def load_weights_for_test(cfg, model: nn.Module, output_dir: str) -> str:

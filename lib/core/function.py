@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -231,7 +232,7 @@ def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Mo
             writer.add_scalar("valid_acc", valid_acc, step)
             for table in tables:
                 for name, value in table.items():
-                    writer.add_scalar(f"valid/{name}", value, step)
+                    writer.add_scalar(f"valid/{_tag(name)}", value, step)
             writer_dict["valid_global_steps"] = step + 1
     return float(distributed.broadcast_object(perf_indicator))
 
@@ -259,8 +260,13 @@ def _log_heatmaps(writer_dict: dict[str, Any], output: torch.Tensor,
     pred = output[0].amax(dim=0).clamp(0, 1)
     gt = target[0].amax(dim=0).clamp(0, 1)
     image = torch.cat([pred, gt], dim=1).unsqueeze(0).cpu()
-    writer_dict["writer"].add_image("valid_heatmaps(pred|gt)", image,
+    writer_dict["writer"].add_image("valid_heatmaps_pred_gt", image,
                                     writer_dict["valid_global_steps"])
+
+
+def _tag(name: str) -> str:
+    """A metric name as a legal tensorboard tag: 'AP (M)' -> 'AP_M'."""
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_.\-]", "_", name)).strip("_")
 
 
 def format_name_value_table(name_value: OrderedDict | dict, full_arch_name: str) -> str:
