@@ -251,15 +251,18 @@ def test_oks_nms_vectorised_equals_loop_on_random_data():
     assert suppressed_something > 200 and kept_several > 200  # the cases are not trivial
 
 
-def test_oks_nms_large_input_uses_blocks():
-    from lib.nms.oks_nms import _oks_matrix
+def test_oks_survivors_equal_the_full_matrix_decisions():
+    from lib.nms.oks_nms import _oks_block, _oks_survivors
 
-    kpts_db = _random_kpts_db(5)
-    kpts = np.array([e["keypoints"] for e in kpts_db])
-    areas = np.array([e["area"] for e in kpts_db])
-    whole = _oks_matrix(kpts, areas, COCO_SIGMAS, 0.2)
-    blocked = _oks_matrix(kpts, areas, COCO_SIGMAS, 0.2, max_block_elements=1)
-    assert np.array_equal(whole, blocked)
+    for seed in range(20):
+        kpts_db = _random_kpts_db(seed)
+        kpts = np.array([e["keypoints"] for e in kpts_db])
+        areas = np.array([e["area"] for e in kpts_db])
+        for vis in (None, 0.2):
+            full = _oks_block(kpts, kpts, areas, areas, COCO_SIGMAS, vis)
+            for thresh in (0.3, 0.6, 0.9, 1.0):
+                fast = _oks_survivors(kpts, areas, COCO_SIGMAS, vis, thresh)
+                assert np.array_equal(fast, full <= thresh), (seed, vis, thresh)
 
 
 # ----------------------------------------------------------------------------- soft OKS NMS
