@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.requirements-installed
+EXPORT_INSTALLED := $(VENV)/.export-requirements-installed
 NMS_BUILT := lib/nms/.cpu_nms-built
 
 .PHONY: setup test lint demo clean-build
@@ -16,6 +17,11 @@ $(INSTALLED): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# onnx / onnxruntime: optional for users, installed for the tests so the export check runs.
+$(EXPORT_INSTALLED): requirements-export.txt $(INSTALLED)
+	$(PY) -m pip install --quiet -r requirements-export.txt
+	touch $@
+
 # The Cython box NMS, compiled in place into lib/nms/.
 $(NMS_BUILT): lib/nms/cpu_nms.pyx lib/setup_nms.py $(INSTALLED)
 	$(MAKE) -C lib PYTHON=$(abspath $(PY))
@@ -24,7 +30,7 @@ $(NMS_BUILT): lib/nms/cpu_nms.pyx lib/setup_nms.py $(INSTALLED)
 lint: setup
 	$(PY) -m ruff check .
 
-test: setup lint
+test: setup $(EXPORT_INSTALLED) lint
 	$(PY) -m pytest
 
 clean-build:

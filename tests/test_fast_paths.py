@@ -1,0 +1,73 @@
+"""The fast execution paths give the plain path's predictions within their tolerances."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lib.config import cfg as default_cfg
+from lib.config import merge_from_file, merge_from_list
+from lib.core.inference import get_max_preds
+from lib.models import build_model
+from lib.utils.benchmark import PLAIN, Mode, measure_inference, reference_output
+from lib.utils.runtime import autocast
+
+TINY = ["MODEL.IMAGE_SIZE", "[64, 96]", "MODEL.HEATMAP_SIZE", "[16, 24]",
+        "MODEL.EXTRA.STAGE2.NUM_CHANNELS", "[8, 16]", "MODEL.EXTRA.STAGE3.NUM_MODULES", "1",
+        "MODEL.EXTRA.STAGE3.NUM_CHANNELS", "[8, 16, 32]", "MODEL.EXTRA.STAGE4.NUM_MODULES", "1",
+        "MODEL.EXTRA.STAGE4.NUM_CHANNELS", "[8, 16, 32, 64]"]
+
+
+@pytest.fixture(scope="module")
+def model_and_input():
+    c = default_cfg.clone()
+    merge_from_file(c, "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml")
+    merge_from_list(c, TINY)
+    torch.manual_seed(0)
+    model = build_model(c, is_train=False).eval()
+    for m in model.modules():  # O(1) activations, so that differences are meaningful
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+    x = torch.randn(4, 3, 96, 64)
+    return model, x
+
+
+def _outputs(model, x, channels_last, amp):
+    model = copy.deepcopy(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(x.device, amp):
+        return model(x).float()
+
+
+def test_channels_last_fp32_matches_plain(model_and_input):
+    model, x = model_and_input
+    plain = _outputs(model, x, False, False)
+    fast = _outputs(model, x, True, False)
+    scale = plain.abs().max().item()
+    assert scale > 0.1
+    assert (fast - plain).abs().max().item() < 1e-4 * max(1.0, scale)
+    np.testing.assert_array_equal(get_max_preds(fast)[0], get_max_preds(plain)[0])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_autocast_close_to_plain(model_and_input, channels_last):
+    model, x = model_and_input
+    plain = _outputs(model, x, False, False)
+    fast = _outputs(model, x, channels_last, True)
+    scale = plain.abs().max().item()
+    # bf16 keeps 8 bits of mantissa: a few per cent of the heatmap range after ~40 layers
+    assert (fast - plain).abs().max().item() < 0.05 * scale
+    assert (fast - plain).abs().mean().item() < 0.005 * scale
+
+
+def test_benchmark_reports_the_difference(model_and_input):
+    model, x = model_and_input
+    reference = reference_output(model, x, train_mode=False)
+    plain = measure_inference(model, x, PLAIN, reference, warmup=0, repeats=1)
+    fast = measure_inference(model, x, Mode("cl", channels_last=True), reference, 0, 1)
+    assert plain.max_abs_diff == 0.0 and plain.images_per_s > 0
+    assert fast.max_abs_diff < 1e-4 * reference.abs().max().item()
