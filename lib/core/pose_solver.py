@@ -1,0 +1,223 @@
+"""Pose from landmarks: confidence gate -> EPnP + RANSAC -> confidence-weighted LM refinement.
+
+This is the stage after heatmap decoding in the spacecraft pipeline (the SPEC2019 winner's
+recipe). Bad data never raises: an image whose pose cannot be found comes back as a
+:class:`PoseSolution` with ``success=False`` and a reason, so evaluation counts it and goes on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy.optimize import least_squares
+
+from lib.utils.geometry import rvec_tvec_to_pose
+
+__all__ = ["PoseSolution", "PoseBatch", "solve_pose", "solve_poses"]
+
+MIN_LANDMARKS = 4  # PnP needs four correspondences for a unique pose
+
+
+@dataclass
+class PoseSolution:
+    """Result for one image; ``q`` / ``r`` are NaN when ``success`` is False.
+
+    ``inliers`` indexes the input landmarks RANSAC kept; ``reproj_err_px`` is the RMS
+    reprojection error over them for the returned pose.
+    """
+
+    success: bool
+    q: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
+    r: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    reason: str = ""
+    num_used: int = 0
+    inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    reproj_err_px: float = float("nan")
+    refined: bool = False
+
+
+@dataclass
+class PoseBatch:
+    """Poses of B images: q B x 4, r B x 3 (NaN rows for failures), success B, reasons B."""
+
+    q: np.ndarray
+    r: np.ndarray
+    success: np.ndarray
+    reasons: list[str]
+
+    @property
+    def num_failed(self) -> int:
+        return int(np.count_nonzero(~self.success))
+
+
+def _failure(reason: str, num_used: int = 0) -> PoseSolution:
+    return PoseSolution(success=False, reason=reason, num_used=num_used)
+
+
+def _projection_with_jacobian(
+    params: np.ndarray, points_3d: np.ndarray, camera_matrix: np.ndarray, dist: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV projection (K x 2) and its Jacobian rows (2K x 6) w.r.t. (rvec, tvec)."""
+    projected, jacobian = cv2.projectPoints(
+        points_3d, params[:3].copy(), params[3:].copy(), camera_matrix, dist
+    )
+    return projected.reshape(-1, 2), jacobian[:, :6]
+
+
+def _refine(
+    rvec: np.ndarray,
+    tvec: np.ndarray,
+    points_3d: np.ndarray,
+    points_2d: np.ndarray,
+    weights: np.ndarray,
+    camera_matrix: np.ndarray,
+    dist: np.ndarray,
+) -> np.ndarray | None:
+    """Levenberg-Marquardt on sqrt(w) * (projection - observation); None if it breaks down."""
+    sqrt_w = np.repeat(np.sqrt(weights), 2)
+
+    def residuals(params: np.ndarray) -> np.ndarray:
+        projected, _ = _projection_with_jacobian(params, points_3d, camera_matrix, dist)
+        return sqrt_w * (projected - points_2d).reshape(-1)
+
+    def jacobian(params: np.ndarray) -> np.ndarray:
+        _, jac = _projection_with_jacobian(params, points_3d, camera_matrix, dist)
+        return sqrt_w[:, None] * jac
+
+    start = np.concatenate([rvec.reshape(3), tvec.reshape(3)])
+    try:
+        result = least_squares(residuals, start, jac=jacobian, method="lm")
+    except (ValueError, cv2.error, np.linalg.LinAlgError):
+        return None
+    if not np.all(np.isfinite(result.x)) or result.x[5] <= 0:
+        return None
+    return result.x
+
+
+def solve_pose(
+    landmarks_2d: np.ndarray,
+    confidences: np.ndarray | None,
+    landmarks_3d: np.ndarray,
+    camera_matrix: np.ndarray,
+    dist_coeffs: np.ndarray | None = None,
+    conf_threshold: float = 0.1,
+    ransac_reproj_err: float = 5.0,
+    ransac_iterations: int = 100,
+    ransac_confidence: float = 0.99,
+    refine: bool = True,
+) -> PoseSolution:
+    """Pose (q, r) of one image from N decoded landmarks (full-image pixels) and confidences.
+
+    Landmarks whose confidence is at or below ``conf_threshold`` (or whose coordinates are not
+    finite) are dropped; ``cv2.solvePnPRansac`` with EPnP gives the initial pose and inliers,
+    then LM refines (rvec, tvec) on the inliers with residuals weighted by sqrt(confidence).
+    ``confidences=None`` means all ones.
+    """
+    points_2d = np.asarray(landmarks_2d, dtype=np.float64)
+    points_3d = np.asarray(landmarks_3d, dtype=np.float64)
+    if points_2d.ndim != 2 or points_2d.shape[1] != 2:
+        raise ValueError(f"landmarks_2d must be N x 2, got {points_2d.shape}")
+    if points_3d.shape != (len(points_2d), 3):
+        raise ValueError(f"landmarks_3d must be {len(points_2d)} x 3, got {points_3d.shape}")
+    conf = (
+        np.ones(len(points_2d))
+        if confidences is None
+        else np.asarray(confidences, dtype=np.float64).reshape(-1)
+    )
+    if conf.shape != (len(points_2d),):
+        raise ValueError(f"confidences must hold {len(points_2d)} values, got {conf.shape}")
+    camera_matrix = np.asarray(camera_matrix, dtype=np.float64)
+    dist = np.zeros(5) if dist_coeffs is None else np.asarray(dist_coeffs, np.float64).reshape(-1)
+
+    usable = np.flatnonzero(
+        np.isfinite(conf) & (conf > conf_threshold) & np.all(np.isfinite(points_2d), axis=1)
+    )
+    if len(usable) < MIN_LANDMARKS:
+        return _failure(
+            f"only {len(usable)} landmarks above confidence {conf_threshold} "
+            f"(need {MIN_LANDMARKS})",
+            len(usable),
+        )
+    spread = float(np.sqrt(np.sum(np.var(points_2d[usable], axis=0))))
+    if spread < 1.0:
+        return _failure(f"usable landmarks collapse to one point (spread {spread:.2g} px)",
+                        len(usable))
+    try:
+        found, rvec, tvec, inliers = cv2.solvePnPRansac(
+            points_3d[usable],
+            points_2d[usable],
+            camera_matrix,
+            dist,
+            iterationsCount=int(ransac_iterations),
+            reprojectionError=float(ransac_reproj_err),
+            confidence=float(ransac_confidence),
+            flags=cv2.SOLVEPNP_EPNP,
+        )
+    except cv2.error as err:
+        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "cv2.error"
+        return _failure(f"solvePnPRansac failed: {first_line}", len(usable))
+    if not found or inliers is None:
+        return _failure("RANSAC found no consensus pose", len(usable))
+    inlier_index = usable[np.asarray(inliers).reshape(-1)]
+    if len(inlier_index) < MIN_LANDMARKS:
+        return _failure(
+            f"RANSAC kept {len(inlier_index)} inliers (need {MIN_LANDMARKS})", len(usable)
+        )
+    params = np.concatenate([np.asarray(rvec).reshape(3), np.asarray(tvec).reshape(3)])
+    if not np.all(np.isfinite(params)) or params[5] <= 0:
+        return _failure("RANSAC pose is not finite or lies behind the camera", len(usable))
+
+    refined = False
+    if refine:
+        better = _refine(
+            params[:3], params[3:], points_3d[inlier_index], points_2d[inlier_index],
+            np.maximum(conf[inlier_index], 1e-6), camera_matrix, dist,
+        )
+        if better is not None:
+            params, refined = better, True
+    projected, _ = _projection_with_jacobian(params, points_3d[inlier_index], camera_matrix, dist)
+    rms = float(np.sqrt(np.mean(np.sum((projected - points_2d[inlier_index]) ** 2, axis=1))))
+    if not rms <= ransac_reproj_err:
+        # OpenCV accepts a minimal set (4 points) without checking it; so do we, here.
+        return _failure(
+            f"pose does not fit its inliers (RMS {rms:.3g} px > {ransac_reproj_err} px)",
+            len(usable),
+        )
+    q, r = rvec_tvec_to_pose(params[:3], params[3:])
+    return PoseSolution(
+        success=True, q=q, r=r, num_used=len(usable), inliers=inlier_index,
+        reproj_err_px=rms, refined=refined,
+    )
+
+
+def solve_poses(
+    landmarks_2d: np.ndarray,
+    confidences: np.ndarray | None,
+    landmarks_3d: np.ndarray,
+    camera_matrix: np.ndarray,
+    dist_coeffs: np.ndarray | None = None,
+    **options: float | int | bool,
+) -> PoseBatch:
+    """:func:`solve_pose` for B images (landmarks B x N x 2, confidences B x N or None)."""
+    points_2d = np.asarray(landmarks_2d, dtype=np.float64)
+    if points_2d.ndim != 3 or points_2d.shape[2] != 2:
+        raise ValueError(f"landmarks_2d must be B x N x 2, got {points_2d.shape}")
+    batch = len(points_2d)
+    conf = None if confidences is None else np.asarray(confidences, dtype=np.float64)
+    if conf is not None:
+        conf = conf.reshape(batch, -1)
+    q = np.full((batch, 4), np.nan)
+    r = np.full((batch, 3), np.nan)
+    success = np.zeros(batch, dtype=bool)
+    reasons = [""] * batch
+    for index in range(batch):
+        solution = solve_pose(
+            points_2d[index], None if conf is None else conf[index], landmarks_3d,
+            camera_matrix, dist_coeffs, **options,
+        )
+        success[index] = solution.success
+        reasons[index] = solution.reason
+        if solution.success:
+            q[index], r[index] = solution.q, solution.r
+    return PoseBatch(q, r, success, reasons)

@@ -1,0 +1,181 @@
+"""ONNX export: parity with PyTorch for HRNet and PoseResNet, the tool, missing extras."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from yacs.config import CfgNode as CN
+
+from lib.config import cfg as default_cfg
+from lib.config import merge_from_file
+from lib.models import build_model
+from lib.utils.export import (
+    ExportDependencyError,
+    export_onnx,
+    onnx_opset,
+    onnx_parity,
+    require_modules,
+    required_modules,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TOLERANCE = 1e-4
+
+
+def tiny_hrnet_cfg() -> CN:
+    """HRNet with three branches (fusion up and down), 5 joints, 64 x 48 (H x W): seconds."""
+    cfg = default_cfg.clone()
+    cfg.defrost()
+    stage = {"NUM_MODULES": 1, "BLOCK": "BASIC", "FUSE_METHOD": "SUM"}
+    cfg.MODEL.NUM_JOINTS = 5
+    cfg.MODEL.IMAGE_SIZE = [48, 64]  # width, height
+    cfg.MODEL.HEATMAP_SIZE = [12, 16]
+    cfg.MODEL.EXTRA = CN({
+        "FINAL_CONV_KERNEL": 1, "PRETRAINED_LAYERS": ["*"],
+        "STAGE2": {**stage, "NUM_BRANCHES": 2, "NUM_BLOCKS": [1, 1], "NUM_CHANNELS": [8, 16]},
+        "STAGE3": {**stage, "NUM_BRANCHES": 3, "NUM_BLOCKS": [1, 1, 1],
+                   "NUM_CHANNELS": [8, 16, 32]},
+    }, new_allowed=True)
+    return cfg
+
+
+def res18_cfg() -> CN:
+    """PoseResNet-18 (the res50 experiment with 18 layers) at 64 x 64, 17 joints.
+
+    Its input must be a multiple of 32 (at 64 x 48 the last stage rounds up and the heatmaps
+    come out 16 x 16, in PyTorch and ONNX alike)."""
+    cfg = default_cfg.clone()
+    cfg.defrost()
+    merge_from_file(cfg, REPO / "experiments/coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml")
+    cfg.MODEL.EXTRA.NUM_LAYERS = 18
+    cfg.MODEL.IMAGE_SIZE = [64, 64]
+    cfg.MODEL.HEATMAP_SIZE = [16, 16]
+    return cfg
+
+
+def with_random_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Trained-like BatchNorm (random statistics and affine terms), so that whatever the
+    exporter does to BatchNorm (folding it into convolutions) is checked too."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            size = module.num_features
+            module.running_mean.copy_(0.1 * torch.randn(size, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(size, generator=generator))
+            module.weight.data.copy_(1.0 + 0.2 * torch.randn(size, generator=generator))
+            module.bias.data.copy_(0.1 * torch.randn(size, generator=generator))
+    return model.eval()
+
+
+def test_required_modules_follow_exporter_and_check():
+    assert required_modules("dynamo", check=True) == ["onnx", "onnxscript", "onnxruntime"]
+    assert required_modules("torchscript", check=False) == ["onnx"]
+    with pytest.raises(ValueError, match="unknown ONNX exporter"):
+        required_modules("tracer", check=True)
+
+
+def test_missing_package_names_it_and_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    with pytest.raises(ExportDependencyError, match=r"onnxruntime.*pip install -r "
+                                                    r"requirements-export\.txt"):
+        require_modules(["onnxruntime"])
+
+
+def test_tool_without_extras_says_how_to_install_and_exits_2(monkeypatch, capsys, tmp_path):
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        monkeypatch.setitem(sys.modules, name, None)
+    spec = importlib.util.spec_from_file_location("export_onnx_tool",
+                                                  REPO / "tools" / "export_onnx.py")
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "model.onnx"
+    cfg_file = REPO / "experiments/coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml"
+    code = tool.main(["--cfg", str(cfg_file), "--out", str(out)])
+    message = capsys.readouterr().err
+    assert code == 2
+    assert "onnx, onnxscript, onnxruntime" in message
+    assert ".venv/bin/pip install -r requirements-export.txt" in message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("make_cfg, input_size, heatmap_shape", [
+    (tiny_hrnet_cfg, (64, 48), (5, 16, 12)),
+    (res18_cfg, (64, 64), (17, 16, 16)),
+], ids=["hrnet", "pose_resnet18"])
+def test_onnx_matches_pytorch(make_cfg, input_size, heatmap_shape, tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = with_random_batchnorm(build_model(make_cfg(), is_train=False))
+    path = export_onnx(model, tmp_path / "model.onnx", input_size)
+
+    difference = onnx_parity(model, path, input_size, batch_size=3)
+    print(f"{model.__class__.__name__} {input_size}: max abs difference {difference:.3e}")
+    assert difference < TOLERANCE
+
+    # The batch axis is free: batches of 1 and 4 run and give 1 and 4 heatmap stacks.
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "input"
+    for batch in (1, 4):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, *input_size), np.float32)
+        (heatmaps,) = session.run(None, {"input": x})
+        assert heatmaps.shape == (batch, *heatmap_shape)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(heatmaps, expected, atol=TOLERANCE, rtol=0)
+
+
+def test_torchscript_exporter_and_requested_opset(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    model = with_random_batchnorm(build_model(tiny_hrnet_cfg(), is_train=False))
+    path = export_onnx(model, tmp_path / "model.onnx", (64, 48), opset=17,
+                       exporter="torchscript")
+    assert onnx_opset(path) == 17
+    assert onnx_parity(model, path, (64, 48), batch_size=2) < TOLERANCE
+
+
+def test_parity_catches_a_model_that_differs(tmp_path):
+    """A file exported from other weights must fail the check: the check really compares."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    model = with_random_batchnorm(build_model(tiny_hrnet_cfg(), is_train=False))
+    path = export_onnx(model, tmp_path / "model.onnx", (64, 48), exporter="torchscript")
+    with torch.no_grad():
+        model.final_layer.bias.add_(1e-3)
+    assert onnx_parity(model, path, (64, 48)) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_tool_exports_checks_and_loads_weights(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    spec = importlib.util.spec_from_file_location("export_onnx_tool",
+                                                  REPO / "tools" / "export_onnx.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg_file = REPO / "experiments/coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml"
+    overrides = ["MODEL.EXTRA.NUM_LAYERS", "18", "MODEL.IMAGE_SIZE", "[64, 64]"]
+    weights = tmp_path / "weights.pth"
+    cfg = res18_cfg()
+    torch.save(with_random_batchnorm(build_model(cfg, is_train=False), seed=3).state_dict(),
+               weights)
+    out = tmp_path / "res18.onnx"
+    code = tool.main(["--cfg", str(cfg_file), "--out", str(out), "--exporter", "torchscript",
+                      *overrides, "TEST.MODEL_FILE", str(weights)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"weights: {weights}" in printed
+    assert "max abs difference" in printed and "OK" in printed
+    assert out.is_file()
+
+    missing = tool.main(["--cfg", str(cfg_file), "--out", str(out), *overrides,
+                         "TEST.MODEL_FILE", str(tmp_path / "absent.pth")])
+    assert missing == 2
+    assert "absent.pth" in capsys.readouterr().err
