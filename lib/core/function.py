@@ -166,7 +166,7 @@ def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Mo
     all_boxes = np.zeros((len(indices), 6))
     image_path: list[str] = []
     filenames: list[str] = []
-    imgnums: list[int] = []
+    imgnums: list = []
 
     model.eval()
     idx = 0
@@ -202,8 +202,8 @@ def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Mo
             all_boxes[idx:idx + n, 4] = np.prod(s * 200, 1)
             all_boxes[idx:idx + n, 5] = score
             image_path.extend(meta["image"])
-            filenames.extend(meta.get("filename", [""] * n))
-            imgnums.extend(int(x) for x in meta.get("imgnum", [0] * n))
+            filenames.extend(_as_list(meta.get("filename", [""] * n)))
+            imgnums.extend(_as_list(meta.get("imgnum", [0] * n)))
             idx += n
 
             if i % config.PRINT_FREQ == 0 and rank0:
@@ -235,6 +235,11 @@ def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Mo
                     writer.add_scalar(f"valid/{_tag(name)}", value, step)
             writer_dict["valid_global_steps"] = step + 1
     return float(distributed.broadcast_object(perf_indicator))
+
+
+def _as_list(batch_field) -> list:
+    """A collated meta field (tensor or list) as a list of plain Python values."""
+    return batch_field.tolist() if isinstance(batch_field, torch.Tensor) else list(batch_field)
 
 
 def _gather_in_dataset_order(indices, preds, boxes, image_path, filenames, imgnums):

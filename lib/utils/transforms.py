@@ -71,10 +71,12 @@ def get_affine_transform(center: Sequence[float], scale: float | Sequence[float]
 
     With `inv` the matrix maps the output image back to the source image.
     """
-    center = np.asarray(center, dtype=np.float32)
-    scale = np.asarray(scale, dtype=np.float32)
+    # The arithmetic runs in the caller's dtypes (float64 for MPII records, float32 for COCO)
+    # and only the three points are float32, exactly as in the original.
+    center = np.asarray(center)
+    scale = np.asarray(scale)
     if scale.ndim == 0:
-        scale = np.array([scale, scale], dtype=np.float32)
+        scale = np.array([scale, scale])
     shift = np.asarray(shift, dtype=np.float32)
 
     scale_px = scale * PIXEL_STD
@@ -105,9 +107,12 @@ def affine_transform(pt: Sequence[float], t: np.ndarray) -> np.ndarray:
 
 
 def affine_transform_points(pts: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Apply a 2 x 3 affine matrix to points ... x 2 at once."""
+    """Apply a 2 x 3 affine matrix to points ... x 2 at once, bit-identical to calling
+    affine_transform on each point (one 2 x 3 by 3 product per point)."""
     pts = np.asarray(pts, dtype=np.float64)
-    return pts @ t[:, :2].T + t[:, 2]
+    homogeneous = np.concatenate([pts, np.ones(pts.shape[:-1] + (1,))], axis=-1)
+    stacked = np.broadcast_to(t, homogeneous.shape[:-1] + t.shape)
+    return np.matmul(stacked, homogeneous[..., None])[..., 0]
 
 
 def transform_preds(coords: np.ndarray, center: Sequence[float], scale: Sequence[float],
