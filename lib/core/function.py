@@ -148,13 +148,24 @@ def _flip_test(model: nn.Module, input: torch.Tensor, flip_pairs: Sequence,
     return (output + output_flipped) * 0.5
 
 
+def predict_heatmaps(config, model: nn.Module, input: torch.Tensor,
+                     flip_pairs: Sequence | None) -> torch.Tensor:
+    """The model's fp32 heatmaps for a batch already on its device: TEST.AMP autocast, and
+    with TEST.FLIP_TEST the average with the mirrored image's heatmaps."""
+    with autocast(input.device, config.TEST.AMP):
+        if config.TEST.FLIP_TEST and flip_pairs is not None:
+            return _flip_test(model, input, flip_pairs, config.TEST.SHIFT_HEATMAP).float()
+        outputs = model(input)
+    output = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+    return output.float()
+
+
 def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Module,
              output_dir: str, tb_log_dir: str, writer_dict: dict[str, Any] | None = None
              ) -> float:
     """Predict the validation set, evaluate it with the data set's metric, return the
     perf indicator (on every rank)."""
     device = _model_device(model)
-    amp = config.TEST.AMP
     channels_last = config.MODEL.CHANNELS_LAST
     rank0 = distributed.get_rank() == 0
     num_joints = config.MODEL.NUM_JOINTS
@@ -176,14 +187,7 @@ def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Mo
             input = _to_device(input, device, channels_last)
             target = _to_device(target, device)
             target_weight = _to_device(target_weight, device)
-            with autocast(device, amp):
-                if config.TEST.FLIP_TEST and val_dataset.flip_pairs is not None:
-                    output = _flip_test(model, input, val_dataset.flip_pairs,
-                                        config.TEST.SHIFT_HEATMAP)
-                else:
-                    outputs = model(input)
-                    output = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
-            output = output.float()
+            output = predict_heatmaps(config, model, input, val_dataset.flip_pairs)
             loss = criterion(output, target, target_weight)
 
             n = input.size(0)

@@ -19,6 +19,7 @@ import numpy as np
 from lib.utils.geometry import project_points
 
 __all__ = [
+    "COCO_SKELETON",
     "MPII_SKELETON",
     "Wireframe",
     "SPACECRAFT_WIREFRAME",
@@ -36,6 +37,13 @@ __all__ = [
 
 _SHIFT = 4  # fractional bits of the fixed-point coordinates given to OpenCV
 _SCALE = 1 << _SHIFT
+
+# COCO's 17 person keypoints (nose, eyes, ears, shoulders, elbows, wrists, hips, knees,
+# ankles; left before right): the 19 limbs of the annotation files' skeleton, 0-based.
+COCO_SKELETON: tuple[tuple[int, int], ...] = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
+    (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+)
 
 # MPII's 16 joints: 0 r ankle, 1 r knee, 2 r hip, 3 l hip, 4 l knee, 5 l ankle, 6 pelvis,
 # 7 thorax, 8 upper neck, 9 head top, 10 r wrist, 11 r elbow, 12 r shoulder, 13 l shoulder,

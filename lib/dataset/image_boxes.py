@@ -1,0 +1,36 @@
+"""Any images with boxes around the objects, cropped exactly as a data set's test split is.
+
+Inference on new images (tools/infer.py) goes through this class so that its crops, colour
+order and normalisation are those of tools/test.py, number for number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from lib.dataset.JointsDataset import JointsDataset
+
+
+class ImageBoxesDataset(JointsDataset):
+    """One item per (image path, box (x, y, w, h), score); no labels, zero targets."""
+
+    def __init__(self, cfg: Any, items: Sequence[tuple[str, Sequence[float], float]],
+                 flip_pairs: list[list[int]], transform: Callable | None = None,
+                 read_grayscale: bool = False) -> None:
+        self.num_joints = cfg.MODEL.NUM_JOINTS
+        self.flip_pairs = flip_pairs
+        self.read_grayscale = read_grayscale
+        super().__init__(cfg, "", "inference", False, transform)
+        zeros = np.zeros((self.num_joints, 3), dtype=np.float64)
+        for path, box, score in items:
+            center, scale = self._box_to_center_scale(*box)
+            self.db.append({"image": path, "center": center, "scale": scale,
+                            "score": float(score), "joints_3d": zeros,
+                            "joints_3d_vis": zeros})
+
+    def evaluate(self, cfg: Any, preds: np.ndarray, output_dir: str, *args: Any,
+                 **kwargs: Any) -> tuple[dict[str, float], float]:
+        raise NotImplementedError("images without labels have nothing to evaluate")

@@ -1,0 +1,94 @@
+"""tools/infer.py on fixture images: the keypoints of tools/test.py for the same boxes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from datagen import make_coco_fixture
+from torch import nn
+
+from lib.config import cfg as default_cfg
+from lib.config import merge_from_file, merge_from_list
+from lib.models import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
+TINY = ["MODEL.IMAGE_SIZE", "[64, 96]", "MODEL.HEATMAP_SIZE", "[16, 24]",
+        "MODEL.EXTRA.STAGE2.NUM_CHANNELS", "[8, 16]", "MODEL.EXTRA.STAGE3.NUM_MODULES", "1",
+        "MODEL.EXTRA.STAGE3.NUM_CHANNELS", "[8, 16, 32]", "MODEL.EXTRA.STAGE4.NUM_MODULES", "1",
+        "MODEL.EXTRA.STAGE4.NUM_CHANNELS", "[8, 16, 32, 64]"]
+
+
+def _run(script, args):
+    env = dict(os.environ, OMP_NUM_THREADS="1", CI="1")
+    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    c = default_cfg.clone()
+    merge_from_file(c, CFG)
+    merge_from_list(c, TINY)
+    torch.manual_seed(0)
+    model = build_model(c, is_train=False)
+    for m in model.modules():  # peaked, input-dependent heatmaps instead of near-zero noise
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_infer_equals_test_py_for_the_same_boxes(tmp_path, weights):
+    fixture = make_coco_fixture(tmp_path / "coco", "val2017", num_images=3, seed=4)
+    common = TINY + ["DATASET.ROOT", str(tmp_path / "coco"), "TEST.MODEL_FILE", str(weights),
+                     "WORKERS", "0", "GPUS", "(0,)", "TEST.IMAGE_THRE", "0.0"]
+    _run("tools/test.py", ["--cfg", CFG, *common, "OUTPUT_DIR", str(tmp_path / "out"),
+                           "LOG_DIR", str(tmp_path / "log"), "TEST.USE_GT_BBOX", "False",
+                           "TEST.COCO_BBOX_FILE", fixture["det_file"], "TEST.OKS_THRE", "1.0",
+                           "DEBUG.DEBUG", "False"])
+    results_file = (tmp_path / "out" / "coco" / "pose_hrnet" / "w32_256x192_adam_lr1e-3"
+                    / "results" / "keypoints_val2017_results_0.json")
+    with open(results_file) as f:
+        evaluated = json.load(f)
+
+    infer_out = tmp_path / "infer"
+    _run("tools/infer.py", ["--cfg", CFG, "--image", fixture["image_dir"], "--bbox-file",
+                            fixture["det_file"], "--out", str(infer_out), *common])
+    with open(infer_out / "predictions.json") as f:
+        inferred = json.load(f)
+
+    assert len(inferred) == len(evaluated) > 0  # OKS_THRE 1.0: NMS keeps every box
+    by_image = {}
+    for rec in inferred:
+        image_id = int(os.path.basename(rec["image"]).split(".")[0])
+        by_image.setdefault(image_id, []).append(np.asarray(rec["keypoints"]))
+    for res in evaluated:
+        kpts = np.asarray(res["keypoints"]).reshape(-1, 3)
+        distances = [np.abs(k[:, :2] - kpts[:, :2]).max() for k in by_image[res["image_id"]]]
+        assert min(distances) < 1e-2
+    assert len(list(infer_out.glob("*.png"))) == 3
+
+
+def test_infer_skips_unreadable_images(tmp_path, weights):
+    fixture = make_coco_fixture(tmp_path / "coco", "val2017", num_images=1, seed=5)
+    images = tmp_path / "images"
+    images.mkdir()
+    src = os.path.join(fixture["image_dir"], os.listdir(fixture["image_dir"])[0])
+    shutil.copy(src, images / "good.jpg")
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    proc = _run("tools/infer.py", ["--cfg", CFG, "--image", str(images), "--out",
+                                   str(tmp_path / "o"), *TINY, "TEST.MODEL_FILE", str(weights),
+                                   "WORKERS", "0"])
+    assert "skipped" in proc.stderr and "broken.jpg" in proc.stderr
+    with open(tmp_path / "o" / "predictions.json") as f:
+        records = json.load(f)
+    assert len(records) == 1 and len(records[0]["keypoints"]) == 17

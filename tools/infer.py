@@ -1,0 +1,117 @@
+"""Keypoints (and, for the spacecraft, its pose) on new images, with overlay pictures.
+
+  python tools/infer.py --cfg FILE --image PATH_OR_DIR [--bbox-file DETS.json] [--out DIR] \
+      TEST.MODEL_FILE model.pth [KEY VALUE ...]
+
+People: one prediction per box of a COCO-style detection file (the whole image without one).
+Spacecraft (DATASET.DATASET speed): boxes from the coarse model (TEST.SPEED_COARSE_CFG /
+TEST.SPEED_COARSE_MODEL_FILE), landmarks from the fine model, pose from PnP. Writes
+DIR/predictions.json and one overlay PNG per image; unreadable images are named and skipped.
+"""
+
+import argparse
+import os
+import sys
+
+import _init_paths  # noqa: F401
+import cv2
+import torch
+from cli import run_cli
+from tqdm import tqdm
+
+from lib.config import cfg, merge_from_file, merge_from_list
+from lib.core.predictor import keypoint_records, load_detections, predict_keypoints
+from lib.dataset.JointsDataset import write_json_atomic
+from lib.models import build_model
+from lib.utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
+from lib.utils.drawing import (
+    COCO_SKELETON,
+    MPII_SKELETON,
+    distinct_colors,
+    draw_skeleton,
+    save_image,
+)
+from lib.utils.runtime import select_device
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+SKELETONS = {"coco": COCO_SKELETON, "mpii": MPII_SKELETON}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cfg", required=True)
+    parser.add_argument("--image", required=True, help="an image or a folder of images")
+    parser.add_argument("--bbox-file", default="", help="COCO-style detections (people)")
+    parser.add_argument("--out", default="output/infer")
+    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    return parser.parse_args()
+
+
+def list_images(path: str) -> list[str]:
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+        return [os.path.join(path, n) for n in names]
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--image: {path} does not exist")
+    return [path]
+
+
+def load_model(c) -> torch.nn.Module:
+    if not c.TEST.MODEL_FILE:
+        raise FileNotFoundError("no weights: give TEST.MODEL_FILE path/to/model.pth")
+    model = build_model(c, is_train=False)
+    load_state_dict_strict(model, extract_state_dict(load_checkpoint_file(c.TEST.MODEL_FILE)),
+                           c.TEST.MODEL_FILE)
+    return model.to(select_device(())).eval()
+
+
+def infer_people(c, model, images: list[str], bbox_file: str, out_dir: str) -> list[dict]:
+    detections = load_detections(bbox_file) if bbox_file else None
+    skeleton = SKELETONS.get(c.DATASET.DATASET, ())
+    colors = distinct_colors(max(1, len(skeleton)))
+    records = []
+    for path in tqdm(images, desc="images", disable=not sys.stderr.isatty()):
+        image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if image is None:
+            print(f"skipped {path}: not a readable image", file=sys.stderr)
+            continue
+        height, width = image.shape[:2]
+        if detections is None:
+            boxes = [([0.0, 0.0, float(width), float(height)], 1.0)]
+        else:
+            boxes = [(b, s) for b, s in detections.get(os.path.basename(path), [])
+                     if s >= c.TEST.IMAGE_THRE]
+        items = [(path, box, score) for box, score in boxes]
+        keypoints = predict_keypoints(c, model, items)
+        records += keypoint_records(items, keypoints)
+        for person in keypoints:
+            draw_skeleton(image, person[:, :2], skeleton, colors, scores=person[:, 2],
+                          threshold=c.TEST.IN_VIS_THRE)
+        save_image(os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png"),
+                   image)
+    return records
+
+
+def main() -> None:
+    args = parse_args()
+    c = cfg.clone()
+    merge_from_file(c, args.cfg)
+    merge_from_list(c, args.opts)
+    c.freeze()
+    images = list_images(args.image)
+    os.makedirs(args.out, exist_ok=True)
+    model = load_model(c)
+    if c.DATASET.DATASET == "speed":
+        from lib.core.speed_two_stage import infer_spacecraft
+
+        records = infer_spacecraft(c, model, images, args.out)
+    else:
+        records = infer_people(c, model, images, args.bbox_file, args.out)
+    out_file = os.path.join(args.out, "predictions.json")
+    write_json_atomic(out_file, records)
+    print(f"{len(records)} predictions for {len(images)} images -> {out_file} "
+          f"(overlays in {args.out})")
+
+
+if __name__ == "__main__":
+    run_cli(main)
