@@ -166,3 +166,30 @@ def test_nan_guard_stops_with_a_clear_message(coco_root, tmp_path):
     assert "training loss is" in proc.stderr and "epoch 0, iteration" in proc.stderr
     assert "Last good checkpoint: none written yet" in proc.stderr
     assert not (tmp_path / "output" / RUN / "checkpoint.pth").exists()
+
+
+def test_test_py_on_mpii_prints_the_part_table(tmp_path):
+    from datagen import make_mpii_fixture
+
+    from lib.config import cfg, merge_from_file, merge_from_list
+    from lib.models import build_model
+
+    make_mpii_fixture(tmp_path / "mpii", num_train=2, num_valid=3, seed=3)
+    mpii_cfg = "experiments/mpii/hrnet/w32_256x256_adam_lr1e-3.yaml"
+    tiny = TINY_HRNET[4:] + ["MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]"]
+    c = cfg.clone()
+    merge_from_file(c, mpii_cfg)
+    merge_from_list(c, tiny)
+    weights = tmp_path / "random.pth"
+    torch.save(build_model(c, is_train=False).state_dict(), weights)
+    env = dict(os.environ, OMP_NUM_THREADS="1", CI="1")
+    proc = subprocess.run(
+        [sys.executable, "tools/test.py", "--cfg", mpii_cfg, *tiny,
+         "DATASET.ROOT", str(tmp_path / "mpii"), "OUTPUT_DIR", str(tmp_path / "out"),
+         "LOG_DIR", str(tmp_path / "log"), "WORKERS", "0", "TEST.MODEL_FILE", str(weights)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("| Arch | Head | Shoulder | Elbow | Wrist | Hip | Knee | Ankle | Mean | Mean@0.1 |"
+            in proc.stderr)
+    assert (tmp_path / "out" / "mpii" / "pose_hrnet" / "w32_256x256_adam_lr1e-3"
+            / "pred.mat").is_file()
