@@ -9,9 +9,9 @@ from torch import nn
 
 from lib.config import cfg as default_cfg
 from lib.config import merge_from_file, merge_from_list
+from lib.core.benchmark import PLAIN, Mode, measure_inference, reference_output
 from lib.core.inference import get_max_preds
 from lib.models import build_model
-from lib.utils.benchmark import PLAIN, Mode, measure_inference, reference_output
 from lib.utils.runtime import autocast
 
 TINY = ["MODEL.IMAGE_SIZE", "[64, 96]", "MODEL.HEATMAP_SIZE", "[16, 24]",
@@ -71,3 +71,22 @@ def test_benchmark_reports_the_difference(model_and_input):
     fast = measure_inference(model, x, Mode("cl", channels_last=True), reference, 0, 1)
     assert plain.max_abs_diff == 0.0 and plain.images_per_s > 0
     assert fast.max_abs_diff < 1e-4 * reference.abs().max().item()
+
+
+def test_fused_conv_bn_matches_plain(model_and_input):
+    from lib.models.fusion import fuse_conv_bn
+
+    model, x = model_and_input
+    model = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():  # BatchNorms that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+            m.weight.data.uniform_(0.5, 1.5, generator=g)
+    fused = fuse_conv_bn(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    plain = _outputs(model, x, False, False)
+    fast = _outputs(fused, x, True, False)
+    assert (fast - plain).abs().max().item() < 1e-4 * max(1.0, plain.abs().max().item())
+    np.testing.assert_array_equal(get_max_preds(fast)[0], get_max_preds(plain)[0])

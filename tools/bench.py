@@ -1,9 +1,9 @@
 """Images per second of a model's inference or training step, plain fp32 beside the fast modes.
 
   python tools/bench.py --cfg experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml \
-      --mode infer --batch 16 [--channels-last] [--amp] [--compile] [KEY VALUE ...]
+      --mode infer --batch 16 [--channels-last] [--amp] [--compile] [--fuse-bn] [KEY VALUE ...]
 
-Without --channels-last / --amp / --compile every fast mode is measured. Each figure is the
+Without a mode flag every fast mode is measured. Each figure is the
 median of --repeats timed runs after --warmup untimed ones; the last column is the largest
 heatmap difference to the plain fp32 NCHW baseline on the same input.
 """
@@ -15,25 +15,31 @@ import _init_paths  # noqa: F401
 import torch
 
 from lib.config import cfg, merge_from_file, merge_from_list
-from lib.models import build_model
-from lib.utils.benchmark import (
+from lib.core.benchmark import (
     PLAIN,
     Mode,
     measure_inference,
     measure_training,
     reference_output,
 )
+from lib.models import build_model
 from lib.utils.runtime import select_device
 
 
 def fast_modes(args) -> list[Mode]:
-    if not (args.channels_last or args.amp or args.compile):
-        return [Mode("fp32 channels_last", channels_last=True),
-                Mode("bf16/fp16 autocast NCHW", amp=True),
-                Mode("bf16/fp16 autocast channels_last", channels_last=True, amp=True)]
+    fuse = args.fuse_bn and args.mode == "infer"
+    if not (args.channels_last or args.amp or args.compile or args.fuse_bn):
+        modes = [Mode("fp32 channels_last", channels_last=True),
+                 Mode("bf16/fp16 autocast NCHW", amp=True),
+                 Mode("bf16/fp16 autocast channels_last", channels_last=True, amp=True)]
+        if args.mode == "infer":
+            modes += [Mode("fp32 channels_last + fused BN", channels_last=True, fuse_bn=True),
+                      Mode("bf16 channels_last + fused BN", channels_last=True, amp=True,
+                           fuse_bn=True)]
+        return modes
     parts = [p for p, on in (("channels_last", args.channels_last), ("autocast", args.amp),
-                             ("compile", args.compile)) if on]
-    return [Mode(" + ".join(parts), args.channels_last, args.amp, args.compile)]
+                             ("compile", args.compile), ("fused BN", fuse)) if on]
+    return [Mode(" + ".join(parts), args.channels_last, args.amp, args.compile, fuse)]
 
 
 def main() -> None:
@@ -44,6 +50,8 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--amp", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--fuse-bn", action="store_true",
+                        help="fold BatchNorm into the convolutions (inference)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lib.models.fusion import fuse_conv_bn
 from lib.utils.runtime import autocast
 
 
@@ -21,6 +22,7 @@ class Mode:
     channels_last: bool = False
     amp: bool = False
     compile: bool = False
+    fuse_bn: bool = False  # inference only: BatchNorm folded into the convolutions
 
 
 PLAIN = Mode("fp32 NCHW (baseline)")
@@ -34,6 +36,8 @@ class Measurement:
 
 
 def _prepare(model: nn.Module, x: torch.Tensor, mode: Mode) -> tuple[nn.Module, torch.Tensor]:
+    if mode.fuse_bn:
+        model = fuse_conv_bn(model)
     if mode.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
