@@ -128,3 +128,16 @@ def test_four_exact_landmarks_are_enough():
         solution = solve_pose(observed, None, LANDMARKS[keep], K)
         assert solution.success, solution.reason
         assert np.rad2deg(rotation_error(q_true, solution.q))[0] < 0.1
+
+
+def test_inliers_bunched_together_are_a_failure_not_a_distant_pose():
+    from lib.utils.geometry import quat_normalize
+
+    landmarks_3d = np.array([[0.3, 0.3, 0], [-0.3, 0.3, 0], [-0.3, -0.3, 0], [0.3, -0.3, 0],
+                             [0, 0, 0.5], [0.2, 0, 0.9]])
+    camera = np.array([[1000.0, 0, 320], [0, 1000.0, 200], [0, 0, 1]])
+    q = quat_normalize(np.array([0.9, 0.1, 0.2, 0.3]))
+    observed = project_points(landmarks_3d, q, np.array([0.0, 0.0, 10.0]), camera)
+    bunched = observed.mean(axis=0) + (observed - observed.mean(axis=0)) * 0.05
+    solution = solve_pose(bunched, None, landmarks_3d, camera, ransac_reproj_err=5.0)
+    assert not solution.success and "too close together" in solution.reason

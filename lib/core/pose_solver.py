@@ -164,6 +164,12 @@ def solve_pose(
         return _failure(
             f"RANSAC kept {len(inlier_index)} inliers (need {MIN_LANDMARKS})", len(usable)
         )
+    inlier_spread = float(np.sqrt(np.sum(np.var(points_2d[inlier_index], axis=0))))
+    if inlier_spread <= 2 * ransac_reproj_err:
+        # Inliers within the tolerance of one another fit a spacecraft shrunk to a point,
+        # arbitrarily far away: no pose can be told from them.
+        return _failure(f"RANSAC inliers too close together to fix a pose (spread "
+                        f"{inlier_spread:.3g} px)", len(usable))
     params = np.concatenate([np.asarray(rvec).reshape(3), np.asarray(tvec).reshape(3)])
     if not np.all(np.isfinite(params)) or params[5] <= 0:
         return _failure("RANSAC pose is not finite or lies behind the camera", len(usable))
