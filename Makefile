@@ -33,6 +33,10 @@ lint: setup
 test: setup $(EXPORT_INSTALLED) lint
 	$(PY) -m pytest
 
+# The main job: the spacecraft pipeline on the embedded synthetic data set (see README).
+demo: setup
+	$(PY) tools/speed_demo.py
+
 clean-build:
 	$(MAKE) -C lib clean
 	rm -f $(NMS_BUILT)

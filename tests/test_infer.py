@@ -92,3 +92,32 @@ def test_infer_skips_unreadable_images(tmp_path, weights):
     with open(tmp_path / "o" / "predictions.json") as f:
         records = json.load(f)
     assert len(records) == 1 and len(records[0]["keypoints"]) == 17
+
+
+def test_infer_spacecraft_two_stage(tmp_path):
+    from lib.dataset.speed_synthetic import write_speed_synthetic
+
+    root = tmp_path / "speed"
+    write_speed_synthetic(str(root), 1, 1, 3, seed=3, width=320, height=200,
+                          show_progress=False)
+    weights = {}
+    for stage in ("coarse", "fine"):
+        c = default_cfg.clone()
+        merge_from_file(c, f"experiments/speed/hrnet/demo_{stage}.yaml")
+        torch.manual_seed(0)
+        weights[stage] = tmp_path / f"{stage}.pth"
+        torch.save(build_model(c, is_train=False).state_dict(), weights[stage])
+    out = tmp_path / "out"
+    proc = _run("tools/infer.py", [
+        "--cfg", "experiments/speed/hrnet/demo_fine.yaml", "--image", str(root / "test" / "images"),
+        "--out", str(out), "DATASET.ROOT", str(root), "TEST.MODEL_FILE", str(weights["fine"]),
+        "TEST.SPEED_COARSE_MODEL_FILE", str(weights["coarse"]), "WORKERS", "0"])
+    assert "3 predictions for 3 images" in proc.stdout
+    with open(out / "predictions.json") as f:
+        records = json.load(f)
+    for record in records:
+        x, y, w, h = record["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= 320 and y + h <= 200
+        assert len(record["keypoints"]) == 11 and len(record["q"]) == 4 and len(record["r"]) == 3
+        assert isinstance(record["success"], bool)
+    assert len(list(out.glob("*.png"))) == 3

@@ -15,20 +15,32 @@ import sys
 
 import _init_paths  # noqa: F401
 import cv2
+import numpy as np
 import torch
 from cli import run_cli
 from tqdm import tqdm
 
 from lib.config import cfg, merge_from_file, merge_from_list
-from lib.core.predictor import keypoint_records, load_detections, predict_keypoints
+from lib.core.predictor import (
+    keypoint_records,
+    load_detections,
+    predict_keypoints,
+    predict_spacecraft_poses,
+)
 from lib.dataset.JointsDataset import write_json_atomic
+from lib.dataset.speed_files import load_camera, read_landmarks
 from lib.models import build_model
+from lib.models.fusion import fuse_conv_bn
 from lib.utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
 from lib.utils.drawing import (
     COCO_SKELETON,
     MPII_SKELETON,
+    PREDICTION_COLOR,
+    SPACECRAFT_WIREFRAME,
     distinct_colors,
+    draw_projected_wireframe,
     draw_skeleton,
+    draw_text_box,
     save_image,
 )
 from lib.utils.runtime import select_device
@@ -62,6 +74,8 @@ def load_model(c) -> torch.nn.Module:
     model = build_model(c, is_train=False)
     load_state_dict_strict(model, extract_state_dict(load_checkpoint_file(c.TEST.MODEL_FILE)),
                            c.TEST.MODEL_FILE)
+    if c.TEST.FUSE_CONV_BN:
+        model = fuse_conv_bn(model)
     return model.to(select_device(())).eval()
 
 
@@ -92,6 +106,39 @@ def infer_people(c, model, images: list[str], bbox_file: str, out_dir: str) -> l
     return records
 
 
+def readable_images(images: list[str]) -> list[tuple[str, int, int]]:
+    """(path, width, height) of the images OpenCV can read; the others are named and skipped."""
+    readable = []
+    for path in images:
+        image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            print(f"skipped {path}: not a readable image", file=sys.stderr)
+            continue
+        readable.append((path, image.shape[1], image.shape[0]))
+    return readable
+
+
+def infer_spacecraft(c, model, images: list[str], out_dir: str) -> list[dict]:
+    """Two-stage pose per image; overlay: the predicted wireframe and the landmarks."""
+    items = readable_images(images)
+    records = predict_spacecraft_poses(c, model, items)
+    camera = load_camera(c.DATASET.ROOT)
+    landmarks = read_landmarks(os.path.join(c.DATASET.ROOT, c.DATASET.KEYPOINTS_FILE))
+    for record in tqdm(records, desc="overlays", disable=not sys.stderr.isatty()):
+        image = cv2.imread(record["image"], cv2.IMREAD_COLOR)
+        if record["success"]:
+            draw_projected_wireframe(image, SPACECRAFT_WIREFRAME, landmarks,
+                                     np.array(record["q"]), np.array(record["r"]),
+                                     camera.matrix, camera.dist_coeffs, PREDICTION_COLOR)
+        for x, y, _ in record["keypoints"]:
+            cv2.circle(image, (int(round(x)), int(round(y))), 3, (0, 255, 255), -1)
+        draw_text_box(image, [f"r = {np.round(record['r'], 2).tolist()} m" if record["success"]
+                              else f"no pose: {record['reason']}"])
+        name = os.path.splitext(os.path.basename(record["image"]))[0] + ".png"
+        save_image(os.path.join(out_dir, name), image)
+    return records
+
+
 def main() -> None:
     args = parse_args()
     c = cfg.clone()
@@ -102,8 +149,6 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     model = load_model(c)
     if c.DATASET.DATASET == "speed":
-        from lib.core.speed_two_stage import infer_spacecraft
-
         records = infer_spacecraft(c, model, images, args.out)
     else:
         records = infer_people(c, model, images, args.bbox_file, args.out)

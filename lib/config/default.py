@@ -113,6 +113,8 @@ _C.TEST.BBOX_THRE = 1.0
 _C.TEST.MODEL_FILE = ""
 # New: mixed precision inference (fp16 on CUDA, bf16 on CPU).
 _C.TEST.AMP = False
+# New: fold BatchNorm into the preceding convolution for tools/test.py and tools/infer.py.
+_C.TEST.FUSE_CONV_BN = False
 
 _C.DEBUG = CN()
 _C.DEBUG.DEBUG = False
@@ -120,6 +122,44 @@ _C.DEBUG.SAVE_BATCH_IMAGES_GT = False
 _C.DEBUG.SAVE_BATCH_IMAGES_PRED = False
 _C.DEBUG.SAVE_HEATMAPS_GT = False
 _C.DEBUG.SAVE_HEATMAPS_PRED = False
+
+# --- spacecraft --- (DATASET.DATASET 'speed'; every default keeps the human-pose behaviour)
+# Crop = the whole image (the coarse, low-resolution model of the two-stage pipeline).
+_C.DATASET.SPEED_FULL_IMAGE = False
+# Training: random crop translation, uniform up to this fraction of the crop size (0 = off).
+_C.DATASET.SHIFT_FACTOR = 0.0
+# Training: probability of a random brightness / contrast change of the crop (0 = off) ...
+_C.DATASET.PROB_BRIGHTNESS_CONTRAST = 0.0
+# ... an offset drawn uniformly up to +-this fraction of 255 ...
+_C.DATASET.BRIGHTNESS_FACTOR = 0.2
+# ... and a gain drawn uniformly in 1 +- this.
+_C.DATASET.CONTRAST_FACTOR = 0.2
+# Training: probability of additive gaussian noise (0 = off), std uniform up to NOISE_SIGMA.
+_C.DATASET.PROB_NOISE = 0.0
+_C.DATASET.NOISE_SIGMA = 8.0  # gray levels
+# Training: probability of a gaussian blur (0 = off), sigma uniform up to BLUR_SIGMA pixels.
+_C.DATASET.PROB_BLUR = 0.0
+_C.DATASET.BLUR_SIGMA = 1.5
+# Test crops: 'gt' (oracle: box of the projected true landmarks), 'file' (SPEED_BBOX_FILE) or
+# 'model' (two-stage: boxes from the coarse model SPEED_COARSE_CFG + SPEED_COARSE_MODEL_FILE).
+_C.TEST.SPEED_BBOX = "gt"
+# Detections json for 'file': [{"filename", "bbox": [x, y, w, h] full-image pixels, "score"}].
+_C.TEST.SPEED_BBOX_FILE = ""
+# Two-stage: config file and weights of the coarse whole-image model.
+_C.TEST.SPEED_COARSE_CFG = ""
+_C.TEST.SPEED_COARSE_MODEL_FILE = ""
+# Two-stage: the box of the confident coarse landmarks is enlarged by this factor ...
+_C.TEST.SPEED_COARSE_BOX_ENLARGE = 1.1
+# ... a coarse landmark counts as confident above this heatmap maximum.
+_C.TEST.SPEED_COARSE_CONF_THRE = 0.1
+# Pose solver: landmarks with confidence at or below this are not used by PnP.
+_C.TEST.PNP_CONF_THRE = 0.1
+# Pose solver: solvePnPRansac inlier threshold (pixels), iterations and confidence.
+_C.TEST.PNP_RANSAC_REPROJ_ERR = 5.0
+_C.TEST.PNP_RANSAC_ITERS = 100
+_C.TEST.PNP_RANSAC_CONFIDENCE = 0.99
+# Pose solver: confidence-weighted Levenberg-Marquardt refinement after RANSAC.
+_C.TEST.PNP_REFINE = True
 
 
 class ConfigKeyError(KeyError):

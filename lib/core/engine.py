@@ -22,7 +22,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 import lib.models
 from lib.core.function import train, validate
 from lib.core.loss import build_criterion
+from lib.core.speed_two_stage import two_stage_dataset_kwargs
 from lib.dataset import build_dataset
+from lib.dataset.JointsDataset import configure_opencv_for_workers
+from lib.models.fusion import fuse_conv_bn
 from lib.utils import distributed
 from lib.utils.checkpoint import (
     extract_state_dict,
@@ -106,15 +109,18 @@ def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
     else:
         sampler = None
         shuffle = cfg.TRAIN.SHUFFLE if train_split else False
+    configure_opencv_for_workers(cfg.WORKERS)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                       num_workers=cfg.WORKERS,
                       pin_memory=cfg.PIN_MEMORY and ctx.device.type == "cuda",
                       worker_init_fn=seed_worker, drop_last=False)
 
 
-def _datasets(cfg, train_too: bool):
+def _datasets(cfg, train_too: bool, output_dir: str = ""):
     transform = T.Compose([T.ToTensor(), NORMALIZE])
-    valid = build_dataset(cfg, cfg.DATASET.TEST_SET, False, transform)
+    # Spacecraft two-stage (TEST.SPEED_BBOX 'model'): the coarse model's box file comes first.
+    extra = two_stage_dataset_kwargs(cfg, output_dir)
+    valid = build_dataset(cfg, cfg.DATASET.TEST_SET, False, transform, **extra)
     train_set = build_dataset(cfg, cfg.DATASET.TRAIN_SET, True, transform) if train_too else None
     return train_set, valid
 
@@ -156,7 +162,7 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
                      ctx.output_dir)
         _log_model_size(cfg, model)
 
-    train_dataset, valid_dataset = _datasets(cfg, train_too=True)
+    train_dataset, valid_dataset = _datasets(cfg, train_too=True, output_dir=ctx.output_dir)
     higher_is_better = getattr(valid_dataset, "perf_higher_is_better", True)
     train_loader = _loader(cfg, train_dataset, ctx, train_split=True)
     valid_loader = _loader(cfg, valid_dataset, ctx, train_split=False)
@@ -270,7 +276,9 @@ def run_test(cfg, cfg_file: str) -> dict[str, Any]:
     try:
         model = lib.models.build_model(cfg, is_train=False)
         model_file = load_weights_for_test(cfg, model, ctx.output_dir)
-        _, valid_dataset = _datasets(cfg, train_too=False)
+        if cfg.TEST.FUSE_CONV_BN:
+            model = fuse_conv_bn(model)
+        _, valid_dataset = _datasets(cfg, train_too=False, output_dir=ctx.output_dir)
         valid_loader = _loader(cfg, valid_dataset, ctx, train_split=False)
         model = _wrap_model(cfg, model, ctx)
         criterion = build_criterion(cfg).to(ctx.device)

@@ -61,16 +61,16 @@ def load_detections(path: str, category_id: int | None = 1
 
 
 def predict_keypoints(cfg, model: nn.Module, items: Sequence[tuple[str, Sequence[float], float]],
-                      read_grayscale: bool = False) -> np.ndarray:
+                      read_grayscale: bool = False, whole_image: bool = False) -> np.ndarray:
     """Keypoints N x J x 3 (x, y, score) in image pixels for (image, box, score) items.
 
     The crops go through the data set's own pipeline (ImageBoxesDataset), the heatmaps
     through the validation forward (flip test, AMP) and decoding.
     """
-    flip_pairs = getattr(register.get(cfg.DATASET.DATASET), "flip_pairs", [])
+    flip_pairs = getattr(register.get(cfg.DATASET.DATASET), "flip_pairs", None)
     dataset = ImageBoxesDataset(cfg, items, flip_pairs, T.Compose([T.ToTensor(),
                                                                    IMAGENET_NORMALIZE]),
-                                read_grayscale=read_grayscale)
+                                read_grayscale=read_grayscale, whole_image=whole_image)
     configure_opencv_for_workers(cfg.WORKERS)
     loader = DataLoader(dataset, batch_size=cfg.TEST.BATCH_SIZE_PER_GPU, shuffle=False,
                         num_workers=cfg.WORKERS)
@@ -96,3 +96,42 @@ def keypoint_records(items: Sequence[tuple[str, Sequence[float], float]],
     return [{"image": path, "bbox": [round(float(v), 2) for v in box], "score": float(score),
              "keypoints": np.round(kpts, 3).tolist()}
             for (path, box, score), kpts in zip(items, keypoints, strict=True)]
+
+
+def predict_spacecraft_poses(cfg, model: nn.Module, images: Sequence[tuple[str, int, int]]
+                             ) -> list[dict[str, Any]]:
+    """Two-stage spacecraft pose for (image path, width, height) items: the coarse model
+    (TEST.SPEED_COARSE_CFG / _MODEL_FILE) on the whole image gives the box, `model` the
+    landmarks in it, PnP with the data set's camera and landmark file the pose."""
+    from lib.core.pose_solver import solve_poses
+    from lib.core.speed_two_stage import boxes_from_landmarks, coarse_config, load_coarse_model
+    from lib.dataset.speed_files import load_camera, read_landmarks
+
+    camera = load_camera(cfg.DATASET.ROOT)
+    landmarks_3d = read_landmarks(os.path.join(cfg.DATASET.ROOT, cfg.DATASET.KEYPOINTS_FILE),
+                                  cfg.MODEL.NUM_JOINTS)
+    coarse_cfg = coarse_config(cfg)
+    device = next(model.parameters()).device
+    coarse_model = load_coarse_model(coarse_cfg, cfg.TEST.SPEED_COARSE_MODEL_FILE, device)
+
+    whole = [(path, [0.0, 0.0, float(w), float(h)], 1.0) for path, w, h in images]
+    coarse = predict_keypoints(coarse_cfg, coarse_model, whole, read_grayscale=True,
+                               whole_image=True)
+    records = []
+    for (path, width, height), coarse_landmarks in zip(images, coarse, strict=True):
+        boxes, scores = boxes_from_landmarks(
+            coarse_landmarks[None], cfg.TEST.SPEED_COARSE_CONF_THRE,
+            cfg.TEST.SPEED_COARSE_BOX_ENLARGE, width, height)
+        records.append({"image": path, "bbox": boxes[0].tolist(), "score": float(scores[0])})
+    fine = predict_keypoints(cfg, model, [(r["image"], r["bbox"], r["score"]) for r in records],
+                             read_grayscale=True)
+    poses = solve_poses(fine[:, :, :2], fine[:, :, 2], landmarks_3d, camera.matrix,
+                        camera.dist_coeffs, conf_threshold=cfg.TEST.PNP_CONF_THRE,
+                        ransac_reproj_err=cfg.TEST.PNP_RANSAC_REPROJ_ERR,
+                        ransac_iterations=cfg.TEST.PNP_RANSAC_ITERS,
+                        ransac_confidence=cfg.TEST.PNP_RANSAC_CONFIDENCE,
+                        refine=cfg.TEST.PNP_REFINE)
+    for k, record in enumerate(records):
+        record.update(keypoints=np.round(fine[k], 3).tolist(), success=bool(poses.success[k]),
+                      reason=poses.reasons[k], q=poses.q[k].tolist(), r=poses.r[k].tolist())
+    return records

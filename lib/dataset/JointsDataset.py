@@ -389,6 +389,18 @@ class JointsDataset(Dataset):
             scale = scale * self.bbox_padding
         return center, scale
 
+    def _image_center_scale(self, width: float, height: float
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Center and scale of a whole `width` x `height` image at the input's aspect ratio,
+        unpadded (the crop of a model that sees the entire image)."""
+        w, h = float(width), float(height)
+        center = np.array([(w - 1) * 0.5, (h - 1) * 0.5], dtype=np.float32)
+        if w > self.aspect_ratio * h:
+            h = w / self.aspect_ratio
+        else:
+            w = h * self.aspect_ratio
+        return center, np.array([w / self.pixel_std, h / self.pixel_std], dtype=np.float32)
+
     def _joints_arrays(self, xy: np.ndarray, vis: np.ndarray, source: str, entry: Any
                        ) -> tuple[np.ndarray, np.ndarray]:
         """(joints_3d, joints_3d_vis) J x 3 float64 from J x 2 positions and J visibilities,

@@ -16,6 +16,8 @@ from lib.dataset.JointsDataset import (
 )
 from lib.dataset.mpii import MPIIDataset
 from lib.dataset.mpii import MPIIDataset as mpii
+from lib.dataset.speed import SpeedDataset
+from lib.dataset.speed import SpeedDataset as speed
 
 
 class UnknownDatasetError(KeyError):
@@ -29,6 +31,7 @@ class UnknownDatasetError(KeyError):
 register: dict[str, type[JointsDataset]] = {
     "coco": COCODataset,
     "mpii": MPIIDataset,
+    "speed": SpeedDataset,
 }
 
 
@@ -55,4 +58,6 @@ __all__ = [
     "merge_rank_outputs",
     "mpii",
     "register",
+    "SpeedDataset",
+    "speed",
 ]

@@ -15,18 +15,24 @@ from lib.dataset.JointsDataset import JointsDataset
 
 
 class ImageBoxesDataset(JointsDataset):
-    """One item per (image path, box (x, y, w, h), score); no labels, zero targets."""
+    """One item per (image path, box (x, y, w, h), score); no labels, zero targets.
+
+    With ``whole_image`` each box is taken as the image itself and cropped unpadded, as the
+    spacecraft's coarse model sees it (DATASET.SPEED_FULL_IMAGE)."""
 
     def __init__(self, cfg: Any, items: Sequence[tuple[str, Sequence[float], float]],
-                 flip_pairs: list[list[int]], transform: Callable | None = None,
-                 read_grayscale: bool = False) -> None:
+                 flip_pairs: list[list[int]] | None, transform: Callable | None = None,
+                 read_grayscale: bool = False, whole_image: bool = False) -> None:
         self.num_joints = cfg.MODEL.NUM_JOINTS
         self.flip_pairs = flip_pairs
         self.read_grayscale = read_grayscale
         super().__init__(cfg, "", "inference", False, transform)
         zeros = np.zeros((self.num_joints, 3), dtype=np.float64)
         for path, box, score in items:
-            center, scale = self._box_to_center_scale(*box)
+            if whole_image:
+                center, scale = self._image_center_scale(box[2], box[3])
+            else:
+                center, scale = self._box_to_center_scale(*box)
             self.db.append({"image": path, "center": center, "scale": scale,
                             "score": float(score), "joints_3d": zeros,
                             "joints_3d_vis": zeros})

@@ -1,0 +1,159 @@
+"""Two-stage spacecraft crops: a coarse HRNet on the whole downscaled image finds the landmarks
+roughly, the box around them is the crop of the fine model (TEST.SPEED_BBOX 'model').
+
+The boxes are written in the box-file format of lib.dataset.speed (the 'file' source), so a
+two-stage run leaves a file that can be inspected, reused and compared with any detector.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from torch.utils.data import DataLoader
+from yacs.config import CfgNode
+
+import lib.models
+from lib.config import merge_from_file
+from lib.core.inference import get_final_preds
+from lib.dataset.speed import SpeedDataset, write_box_file
+from lib.utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
+from lib.utils.runtime import autocast, select_device
+
+logger = logging.getLogger(__name__)
+
+MIN_BOX_LANDMARKS = 2  # fewer confident coarse landmarks span no box: use the whole image
+
+# ImageNet statistics, as the engine normalises every input.
+_NORMALIZE = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
+
+def _pristine_defaults() -> CfgNode:
+    """A fresh copy of every default: tools/train.py merges its experiment into the shared
+    ``lib.config.cfg`` itself, so a clone of that would carry the fine model's keys."""
+    spec = importlib.util.find_spec("lib.config.default")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._C
+
+
+def coarse_config(cfg: CfgNode) -> CfgNode:
+    """TEST.SPEED_COARSE_CFG read over the defaults, looking at the fine run's data
+    (DATASET.ROOT, KEYPOINTS_FILE, DATA_FORMAT) with whole-image crops; frozen."""
+    path = cfg.TEST.SPEED_COARSE_CFG
+    if not path:
+        raise ValueError("TEST.SPEED_BBOX 'model' needs TEST.SPEED_COARSE_CFG (the coarse "
+                         "model's config file)")
+    coarse = _pristine_defaults()
+    coarse.defrost()
+    merge_from_file(coarse, path)
+    coarse.DATASET.ROOT = cfg.DATASET.ROOT
+    coarse.DATASET.KEYPOINTS_FILE = cfg.DATASET.KEYPOINTS_FILE
+    coarse.DATASET.DATA_FORMAT = cfg.DATASET.DATA_FORMAT
+    coarse.DATASET.SPEED_FULL_IMAGE = True
+    coarse.freeze()
+    return coarse
+
+
+def load_coarse_model(coarse_cfg: CfgNode, model_file: str, device: torch.device
+                      ) -> torch.nn.Module:
+    """The coarse network with the weights of ``model_file`` (checkpoint or state_dict)."""
+    if not model_file:
+        raise ValueError("TEST.SPEED_BBOX 'model' needs TEST.SPEED_COARSE_MODEL_FILE (the "
+                         "coarse model's weights)")
+    model = lib.models.build_model(coarse_cfg, is_train=False)
+    state = load_checkpoint_file(model_file)
+    load_state_dict_strict(model, extract_state_dict(state), model_file)
+    model = model.to(device).eval()
+    if coarse_cfg.MODEL.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def predict_landmarks(coarse_cfg: CfgNode, model: torch.nn.Module, dataset: SpeedDataset,
+                      device: torch.device) -> np.ndarray:
+    """Landmarks N x J x 3 (x, y full-image pixels, confidence) in data-set order."""
+    loader = DataLoader(dataset, batch_size=coarse_cfg.TEST.BATCH_SIZE_PER_GPU, shuffle=False,
+                        num_workers=coarse_cfg.WORKERS,
+                        pin_memory=coarse_cfg.PIN_MEMORY and device.type == "cuda")
+    out = np.zeros((len(dataset), dataset.num_joints, 3))
+    start = 0
+    with torch.inference_mode():
+        for inputs, _, _, meta in loader:
+            inputs = inputs.to(device)
+            if coarse_cfg.MODEL.CHANNELS_LAST:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with autocast(device, coarse_cfg.TEST.AMP):
+                heatmaps = model(inputs)
+            if isinstance(heatmaps, (list, tuple)):
+                heatmaps = heatmaps[-1]
+            coords, maxvals = get_final_preds(coarse_cfg, heatmaps.float(),
+                                              meta["center"].numpy(), meta["scale"].numpy())
+            stop = start + len(inputs)
+            out[start:stop, :, :2] = coords
+            out[start:stop, :, 2:] = maxvals
+            start = stop
+    return out
+
+
+def boxes_from_landmarks(landmarks: np.ndarray, conf_threshold: float, enlarge: float,
+                         width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes N x 4 (x, y, w, h) around the confident landmarks, enlarged about their centre by
+    ``enlarge`` and clipped to the image; scores N = mean confidence of the landmarks used.
+
+    An image with fewer than MIN_BOX_LANDMARKS confident landmarks gets the whole image and
+    score 0.
+    """
+    xy = landmarks[..., :2]
+    confident = (landmarks[..., 2] > conf_threshold) & np.all(np.isfinite(xy), axis=-1)
+    low = np.where(confident[..., None], xy, np.inf).min(axis=1)
+    high = np.where(confident[..., None], xy, -np.inf).max(axis=1)
+    too_few = confident.sum(axis=1) < MIN_BOX_LANDMARKS
+    low[too_few], high[too_few] = 0.0, 0.0
+    center = 0.5 * (low + high)
+    half = 0.5 * enlarge * (high - low)
+    limit = np.array([width - 1.0, height - 1.0])
+    low = np.clip(center - half, 0.0, limit)
+    high = np.clip(center + half, 0.0, limit)
+    low[too_few], high[too_few] = 0.0, limit
+    size = np.maximum(high - low, 1.0)
+    low = np.minimum(low, limit - size)  # a degenerate box is widened inside the image
+    scores = np.where(too_few, 0.0, np.sum(landmarks[..., 2] * confident, axis=1)
+                      / np.maximum(confident.sum(axis=1), 1))
+    return np.concatenate([low, size], axis=1), scores
+
+
+def build_coarse_boxes(cfg: CfgNode, image_set: str, output_dir: str) -> str:
+    """Run the coarse model on every image of ``image_set`` and write the crop boxes of the
+    fine model to ``output_dir/speed_boxes_<set>.json``; returns that path."""
+    coarse_cfg = coarse_config(cfg)
+    device = select_device(cfg.GPUS)
+    transform = T.Compose([T.ToTensor(), _NORMALIZE])
+    dataset = SpeedDataset(coarse_cfg, coarse_cfg.DATASET.ROOT, image_set, False, transform)
+    model = load_coarse_model(coarse_cfg, cfg.TEST.SPEED_COARSE_MODEL_FILE, device)
+    landmarks = predict_landmarks(coarse_cfg, model, dataset, device)
+    boxes, scores = boxes_from_landmarks(
+        landmarks, cfg.TEST.SPEED_COARSE_CONF_THRE, cfg.TEST.SPEED_COARSE_BOX_ENLARGE,
+        dataset.camera.width, dataset.camera.height)
+    fallback = int(np.count_nonzero(scores == 0))
+    if fallback:
+        logger.warning("=> coarse model: %d of %d images without %d confident landmarks get "
+                       "the whole image as box", fallback, len(scores), MIN_BOX_LANDMARKS)
+    tag = image_set.strip("/").replace("/", "_")
+    path = os.path.join(output_dir, f"speed_boxes_{tag}.json")
+    write_box_file(path, [rec["filename"] for rec in dataset.db], boxes, scores)
+    logger.info("=> coarse boxes of %d images of '%s' written to %s", len(boxes), image_set, path)
+    return path
+
+
+def two_stage_dataset_kwargs(cfg: Any, output_dir: str) -> dict[str, str]:
+    """Extra arguments of the speed validation set: the coarse box file when TEST.SPEED_BBOX
+    is 'model' (the engine's hook), nothing otherwise."""
+    if cfg.DATASET.DATASET != "speed" or cfg.TEST.SPEED_BBOX != "model":
+        return {}
+    return {"bbox_file": build_coarse_boxes(cfg, cfg.DATASET.TEST_SET, output_dir)}

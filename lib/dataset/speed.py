@@ -1,0 +1,396 @@
+"""SPEED / SPEED+ spacecraft images as a keypoint data set: 2D joints = projected 3D landmarks.
+
+Layouts (shared/spec/SPACECRAFT.md): an image set 'DOMAIN/NAME' reads ``ROOT/DOMAIN/NAME.json``
+with images in ``ROOT/DOMAIN/images/`` (SPEED+ 'lightbox/test', the embedded 'test/test');
+a plain NAME reads ``ROOT/synthetic/NAME.json`` + ``ROOT/synthetic/images/`` when that exists
+(SPEED+), else ``ROOT/NAME.json`` + ``ROOT/images/NAME/`` (SPEED). The camera is
+``ROOT/camera.json`` (the SPEED camera when absent), the landmarks DATASET.KEYPOINTS_FILE.
+
+Crops: training and TEST.SPEED_BBOX 'gt' (an oracle, flagged in the printed scores) use the box
+of the projected landmarks; 'file' and 'model' use a box file (format below); with
+DATASET.SPEED_FULL_IMAGE the crop is the whole image (the coarse model of the two-stage path).
+
+Box file (TEST.SPEED_BBOX_FILE, also what the two-stage path writes): a JSON list of detections
+``{"filename": "img000001.jpg", "bbox": [x, y, w, h], "score": 0.9}`` in full-image pixels
+(x, y the top-left corner; "image_name" is accepted for "filename"; "score" defaults to 1).
+A JSON object mapping a filename to one such entry (or to a list of them) is read too. Where an
+image has several detections the highest score wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from lib.core.pose_metrics import landmark_pixel_error, pose_score_summary
+from lib.core.pose_solver import solve_poses
+from lib.dataset.JointsDataset import (
+    DatasetFormatError,
+    JointsDataset,
+    load_json,
+    write_json_atomic,
+)
+from lib.dataset.speed_files import (
+    Camera,
+    PoseLabel,
+    load_camera,
+    read_labels,
+    read_landmarks,
+    write_submission,
+)
+from lib.utils.geometry import project_points
+
+logger = logging.getLogger(__name__)
+
+BOX_SOURCES = ("gt", "file", "model")
+ORACLE_SUFFIX = " [oracle boxes]"  # appended to every score name when the crops came from GT
+
+
+# --------------------------------------------------------------------------------------------
+# Box files
+# --------------------------------------------------------------------------------------------
+def write_box_file(path: str, filenames: Sequence[str], boxes: np.ndarray,
+                   scores: Sequence[float] | np.ndarray | None = None) -> str:
+    """Write detections (boxes N x 4 as x, y, w, h full-image pixels) atomically; returns path."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) != len(filenames):
+        raise ValueError(f"{len(filenames)} filenames but {len(boxes)} boxes")
+    scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64).ravel()
+    if len(scores) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    entries = [{"filename": str(name), "bbox": [float(v) for v in box], "score": float(score)}
+               for name, box, score in zip(filenames, boxes, scores, strict=True)]
+    write_json_atomic(path, entries, indent=1)
+    return path
+
+
+def _box_entries(data: Any, path: str) -> list[tuple[Any, Any, str]]:
+    """(filename, entry, where) of every detection of a parsed box file."""
+    if isinstance(data, list):
+        return [(e.get("filename", e.get("image_name")) if isinstance(e, dict) else None, e,
+                 f"{path}: entry {i}") for i, e in enumerate(data)]
+    if isinstance(data, dict):
+        found = []
+        for name, value in data.items():
+            for k, entry in enumerate(value if isinstance(value, list) else [value]):
+                found.append((name, entry, f"{path}: '{name}' detection {k}"))
+        return found
+    raise DatasetFormatError(f"{path}: a box file is a JSON list of detections or an object "
+                             f"keyed by filename, got {type(data).__name__}")
+
+
+def read_box_file(path: str) -> dict[str, tuple[np.ndarray, float]]:
+    """filename -> (box [x, y, w, h], score) of a box file, the best-scoring detection per image.
+
+    A detection without a filename, with a box that is not 4 finite numbers or has no area, or a
+    score that is not a number is an error naming the file and the entry.
+    """
+    best: dict[str, tuple[np.ndarray, float]] = {}
+    for name, entry, where in _box_entries(load_json(path, "box file"), path):
+        if not isinstance(name, str) or not name or not isinstance(entry, dict):
+            raise DatasetFormatError(f"{where}: needs a 'filename' (or 'image_name') and a 'bbox'")
+        if "bbox" not in entry:
+            raise DatasetFormatError(f"{where} ('{name}'): no 'bbox' [x, y, w, h]")
+        try:
+            box = np.asarray(entry["bbox"], dtype=np.float64).reshape(-1)
+            score = float(entry.get("score", 1.0))
+        except (TypeError, ValueError):
+            raise DatasetFormatError(
+                f"{where} ('{name}'): 'bbox' must be 4 numbers and 'score' a number") from None
+        if box.size != 4 or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+            raise DatasetFormatError(
+                f"{where} ('{name}'): 'bbox' must be [x, y, w, h] with w, h > 0, got "
+                f"{entry['bbox']}")
+        if name not in best or score > best[name][1]:
+            best[name] = (box, score)
+    return best
+
+
+def submission_path(output_dir: str, image_set: str, oracle: bool = False) -> str:
+    """Where ``evaluate`` writes the submission CSV of ``image_set`` ('test/test' -> test_test);
+    crops from ground-truth boxes give ``..._oracle.csv``, never to be taken for a real run."""
+    tag = image_set.strip("/").replace("/", "_").replace(os.sep, "_")
+    return os.path.join(output_dir, "results",
+                        f"submission_{tag}{'_oracle' if oracle else ''}.csv")
+
+
+# --------------------------------------------------------------------------------------------
+# Layout
+# --------------------------------------------------------------------------------------------
+def resolve_image_set(root: str, image_set: str) -> tuple[str, str]:
+    """(labels json, image folder) of an image set in the SPEED or SPEED+ layout."""
+    if "/" in image_set.strip("/"):
+        domain, name = image_set.strip("/").rsplit("/", 1)
+        candidates = [(os.path.join(root, domain, f"{name}.json"),
+                       os.path.join(root, domain, "images"))]
+    else:
+        candidates = [(os.path.join(root, "synthetic", f"{image_set}.json"),
+                       os.path.join(root, "synthetic", "images")),
+                      (os.path.join(root, f"{image_set}.json"),
+                       os.path.join(root, "images", image_set))]
+    for labels_file, image_dir in candidates:
+        if os.path.isfile(labels_file):
+            return labels_file, image_dir
+    tried = " or ".join(c[0] for c in candidates)
+    raise FileNotFoundError(f"speed image set '{image_set}': labels json not found ({tried})")
+
+
+# --------------------------------------------------------------------------------------------
+# The data set
+# --------------------------------------------------------------------------------------------
+class SpeedDataset(JointsDataset):
+    """Spacecraft landmarks (DATASET.DATASET 'speed'); ``bbox_file`` overrides
+    TEST.SPEED_BBOX_FILE (the two-stage path passes the coarse model's boxes this way)."""
+
+    flip_pairs = None  # no left/right symmetry: no flip augmentation, no flip test
+    read_grayscale = True
+    perf_higher_is_better = False  # the ESA score is an error
+
+    def __init__(self, cfg: Any, root: str, image_set: str, is_train: bool,
+                 transform: Any = None, bbox_file: str | None = None) -> None:
+        keypoints = cfg.DATASET.KEYPOINTS_FILE
+        if not keypoints:
+            raise ValueError("DATASET.KEYPOINTS_FILE is empty: the speed data set needs the 3D "
+                             "landmark file (.json / .npy / .mat, relative to DATASET.ROOT)")
+        self.landmarks = read_landmarks(os.path.join(root, keypoints), cfg.MODEL.NUM_JOINTS)
+        self.num_joints = len(self.landmarks)
+        super().__init__(cfg, root, image_set, is_train, transform)
+        if self.flip or cfg.DATASET.PROB_HALF_BODY > 0:
+            logger.info("=> speed: flip and half-body augmentation are off for spacecraft")
+        self.flip = False
+        self.prob_half_body = 0.0
+        if cfg.TEST.FLIP_TEST:
+            logger.warning("=> speed: TEST.FLIP_TEST is ignored (no left/right symmetry)")
+
+        self.full_image = bool(cfg.DATASET.SPEED_FULL_IMAGE)
+        self.shift_factor = float(cfg.DATASET.SHIFT_FACTOR)
+        self.prob_brightness_contrast = float(cfg.DATASET.PROB_BRIGHTNESS_CONTRAST)
+        self.brightness_factor = float(cfg.DATASET.BRIGHTNESS_FACTOR)
+        self.contrast_factor = float(cfg.DATASET.CONTRAST_FACTOR)
+        self.prob_noise = float(cfg.DATASET.PROB_NOISE)
+        self.noise_sigma = float(cfg.DATASET.NOISE_SIGMA)
+        self.prob_blur = float(cfg.DATASET.PROB_BLUR)
+        self.blur_sigma = float(cfg.DATASET.BLUR_SIGMA)
+
+        self.box_source = "full image" if self.full_image else (
+            "gt" if is_train else str(cfg.TEST.SPEED_BBOX))
+        if self.box_source not in BOX_SOURCES + ("full image",):
+            raise ValueError(f"TEST.SPEED_BBOX must be one of {', '.join(BOX_SOURCES)}, got "
+                             f"'{cfg.TEST.SPEED_BBOX}'")
+        self.bbox_file = bbox_file or (cfg.TEST.SPEED_BBOX_FILE
+                                       if self.box_source == "file" else "")
+        if self.box_source in ("file", "model") and not self.bbox_file:
+            need = ("TEST.SPEED_BBOX_FILE" if self.box_source == "file" else
+                    "the coarse model's box file (lib.core.speed_two_stage.build_coarse_boxes)")
+            raise ValueError(f"TEST.SPEED_BBOX '{self.box_source}' needs {need}; none given for "
+                             f"image set '{image_set}'")
+
+        self.camera: Camera = load_camera(root)
+        self.labels_file, self.image_dir = resolve_image_set(root, image_set)
+        self.labels: list[PoseLabel] = read_labels(self.labels_file)
+        self.labelled = self._check_labelled()
+        self.db = self._finish_db(self._get_db(), self.labels_file)
+        logger.info("=> speed '%s': %d images, %s, crops from %s", image_set, len(self.db),
+                    "labelled" if self.labelled else "unlabelled", self.box_source)
+
+    # ---- records ---------------------------------------------------------------------------
+    def _check_labelled(self) -> bool:
+        with_pose = [label.has_pose for label in self.labels]
+        if not self.labels:
+            raise DatasetFormatError(f"{self.labels_file}: lists no images")
+        if any(with_pose) and not all(with_pose):
+            first = self.labels[with_pose.index(False)].filename
+            raise DatasetFormatError(f"{self.labels_file}: some images have poses but "
+                                     f"'{first}' has none (a set is labelled or not, as a whole)")
+        labelled = all(with_pose)
+        if not labelled and (self.is_train or self.box_source == "gt"):
+            why = "training" if self.is_train else "TEST.SPEED_BBOX 'gt' (oracle boxes)"
+            raise DatasetFormatError(f"{self.labels_file}: has no poses, which {why} needs")
+        return labelled
+
+    def projected_landmarks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Projected landmarks N x J x 2 (NaN behind the camera) and in-image flags N x J."""
+        if not self.labelled:
+            raise ValueError(f"{self.labels_file}: unlabelled set has no true landmarks")
+        q = np.stack([label.q for label in self.labels])
+        r = np.stack([label.r for label in self.labels])
+        pixels = project_points(self.landmarks, q, r, self.camera.matrix,
+                                self.camera.dist_coeffs).reshape(len(q), self.num_joints, 2)
+        x, y = pixels[..., 0], pixels[..., 1]
+        with np.errstate(invalid="ignore"):
+            inside = ((x >= 0) & (x <= self.camera.width - 1)
+                      & (y >= 0) & (y <= self.camera.height - 1))
+        return pixels, inside
+
+    def _whole_image_center_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole image at the input's aspect ratio, unpadded."""
+        w, h = float(self.camera.width), float(self.camera.height)
+        center = np.array([(w - 1) * 0.5, (h - 1) * 0.5], dtype=np.float32)
+        if w > self.aspect_ratio * h:
+            h = w / self.aspect_ratio
+        else:
+            w = h * self.aspect_ratio
+        return center, np.array([w / self.pixel_std, h / self.pixel_std], dtype=np.float32)
+
+    def _boxes(self, pixels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Crop boxes N x 4 (x, y, w, h) and scores N for the configured source."""
+        n = len(self.labels)
+        if self.box_source == "file" or self.box_source == "model":
+            detections = read_box_file(self.bbox_file)
+            missing = [lab.filename for lab in self.labels if lab.filename not in detections]
+            if missing:
+                raise DatasetFormatError(
+                    f"{self.bbox_file}: no box for '{missing[0]}' ({len(missing)} of the {n} "
+                    f"images of {self.labels_file} have none)")
+            boxes = np.stack([detections[lab.filename][0] for lab in self.labels])
+            scores = np.array([detections[lab.filename][1] for lab in self.labels])
+            return boxes, scores
+        # Box of all projected landmarks, inside the image or not (none in front of the
+        # camera: the whole image).
+        finite = np.all(np.isfinite(pixels), axis=2)[..., None]  # N x J x 1
+        low = np.where(finite, pixels, np.inf).min(axis=1)
+        high = np.where(finite, pixels, -np.inf).max(axis=1)
+        whole = ~finite.any(axis=(1, 2))
+        low[whole], high[whole] = 0.0, (self.camera.width, self.camera.height)
+        boxes = np.concatenate([low, np.maximum(high - low, 1.0)], axis=1)
+        return boxes, np.ones(n)
+
+    def _get_db(self) -> list[dict[str, Any]]:
+        n, num_joints = len(self.labels), self.num_joints
+        joints = np.zeros((n, num_joints, 2))
+        visible = np.zeros((n, num_joints))
+        pixels = None
+        if self.labelled:
+            pixels, inside = self.projected_landmarks()
+            joints = np.where(np.isfinite(pixels), pixels, 0.0)
+            visible = inside.astype(np.float64)
+
+        if self.full_image:
+            center, scale = self._whole_image_center_scale()
+            centers, scales = [center] * n, [scale] * n
+            scores = np.ones(n)
+        else:
+            boxes, scores = self._boxes(pixels)
+            pairs = [self._box_to_center_scale(*box) for box in boxes]
+            centers, scales = [p[0] for p in pairs], [p[1] for p in pairs]
+
+        db = []
+        for index, label in enumerate(self.labels):
+            image_file = os.path.join(self.image_dir, label.filename)
+            if self.data_format != "zip" and not os.path.isfile(image_file):
+                raise FileNotFoundError(f"image listed in {self.labels_file} but missing: "
+                                        f"{image_file}")
+            joints_3d, joints_3d_vis = self._joints_arrays(
+                joints[index], visible[index], self.labels_file, label.filename)
+            db.append({
+                "image": image_file,
+                "filename": label.filename,
+                "imgnum": index,
+                "center": centers[index],
+                "scale": scales[index],
+                "score": float(scores[index]),
+                "joints_3d": joints_3d,
+                "joints_3d_vis": joints_3d_vis,
+            })
+        return db
+
+    # ---- augmentation ----------------------------------------------------------------------
+    def _augment_box(self, center: np.ndarray, scale: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Crop translation: up to SHIFT_FACTOR of the crop size along each axis."""
+        if self.shift_factor <= 0:
+            return center, scale
+        shift = np.random.uniform(-1.0, 1.0, 2) * self.shift_factor * np.asarray(scale)
+        return (np.asarray(center) + shift * self.pixel_std).astype(np.float32), scale
+
+    def _augment_image(self, crop: np.ndarray) -> np.ndarray:
+        """Brightness / contrast, blur, then sensor noise, each with its own probability."""
+        if not (self.prob_brightness_contrast > 0 or self.prob_blur > 0 or self.prob_noise > 0):
+            return crop
+        out = crop.astype(np.float32)
+        if np.random.rand() < self.prob_brightness_contrast:
+            gain = 1.0 + np.random.uniform(-self.contrast_factor, self.contrast_factor)
+            offset = 255.0 * np.random.uniform(-self.brightness_factor, self.brightness_factor)
+            out = out * np.float32(gain) + np.float32(offset)
+        if np.random.rand() < self.prob_blur:
+            sigma = np.random.uniform(0.1, max(self.blur_sigma, 0.1))
+            out = cv2.GaussianBlur(out, (0, 0), sigma)
+        if np.random.rand() < self.prob_noise:
+            sigma = np.random.uniform(0.0, self.noise_sigma)
+            out = out + np.random.standard_normal(out.shape).astype(np.float32) * np.float32(sigma)
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def _ordered_predictions(self, preds: np.ndarray, filenames: Sequence[str] | None
+                             ) -> np.ndarray:
+        """Predictions in label order (by filename when the loop reported them)."""
+        preds = np.asarray(preds, dtype=np.float64)
+        if preds.ndim != 3 or preds.shape[1] != self.num_joints or preds.shape[2] < 3:
+            raise ValueError(f"preds must be N x {self.num_joints} x 3 (x, y, confidence), "
+                             f"got {preds.shape}")
+        names = [lab.filename for lab in self.labels]
+        if len(preds) != len(names):
+            raise ValueError(f"{len(preds)} predictions for the {len(names)} images of "
+                             f"{self.labels_file}")
+        if filenames is not None and len(filenames) and any(filenames):
+            row = {name: i for i, name in enumerate(filenames)}
+            unknown = [name for name in names if name not in row]
+            if unknown:
+                raise ValueError(f"no prediction for '{unknown[0]}' of {self.labels_file}")
+            preds = preds[[row[name] for name in names]]
+        return preds
+
+    def evaluate(self, cfg: Any, preds: np.ndarray, output_dir: str, all_boxes: Any = None,
+                 img_path: Any = None, filenames: Sequence[str] | None = None,
+                 imgnums: Any = None, *args: Any, **kwargs: Any
+                 ) -> tuple[OrderedDict, float]:
+        """Pose by PnP for every image -> submission CSV -> scores (labelled sets).
+
+        Returns (scores by name, the ESA score); names carry ORACLE_SUFFIX when the crops came
+        from the ground truth. An unlabelled set only gets its submission: the table holds the
+        image and PnP-failure counts and the perf is NaN.
+        """
+        preds = self._ordered_predictions(preds, filenames)
+        poses = solve_poses(
+            preds[:, :, :2], preds[:, :, 2], self.landmarks, self.camera.matrix,
+            self.camera.dist_coeffs,
+            conf_threshold=cfg.TEST.PNP_CONF_THRE,
+            ransac_reproj_err=cfg.TEST.PNP_RANSAC_REPROJ_ERR,
+            ransac_iterations=cfg.TEST.PNP_RANSAC_ITERS,
+            ransac_confidence=cfg.TEST.PNP_RANSAC_CONFIDENCE,
+            refine=cfg.TEST.PNP_REFINE,
+        )
+        names = [lab.filename for lab in self.labels]
+        csv_file = submission_path(output_dir, self.image_set, self.box_source == "gt")
+        write_submission(csv_file, names, poses.q, poses.r, poses.success)
+        if poses.num_failed:
+            first = int(np.flatnonzero(~poses.success)[0])
+            logger.warning("=> PnP failed on %d of %d images (first: %s: %s)", poses.num_failed,
+                           len(names), names[first], poses.reasons[first])
+
+        if not self.labelled:
+            logger.info("=> %s is unlabelled: wrote the submission %s (no scores)",
+                        self.image_set, csv_file)
+            table = OrderedDict([("images", float(len(names))),
+                                 ("PnP failures", float(poses.num_failed))])
+            return table, math.nan
+
+        q_gt = np.stack([lab.q for lab in self.labels])
+        r_gt = np.stack([lab.r for lab in self.labels])
+        scores = pose_score_summary(q_gt, r_gt, poses.q, poses.r, poses.success)
+        true_pixels, inside = self.projected_landmarks()
+        scores["landmark err (px)"] = landmark_pixel_error(
+            preds[:, :, :2], np.nan_to_num(true_pixels), inside)
+        scores["PnP failures"] = float(poses.num_failed)
+        logger.info("=> %s: submission %s", self.image_set, csv_file)
+        perf = float(scores["ESA score"])
+        if self.box_source == "gt":
+            scores = OrderedDict((name + ORACLE_SUFFIX, value) for name, value in scores.items())
+        return scores, perf

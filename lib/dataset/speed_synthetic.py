@@ -1,0 +1,495 @@
+"""A SPEED+-layout data set rendered from a Tango-like satellite model (the embedded data set).
+
+No SPEED download is possible here, so this module draws one: a box body, a solar panel on top
+and three antenna rods, shaded (lambertian + a small specular term) under a random sun, over
+black space or an Earth-like background, blurred and noisy, saved as 8-bit grayscale JPEG.
+
+Occlusion is exact for this model without a z-buffer: every part is convex, so back-face culling
+settles each part on its own, and every pair of parts has a separating plane (found once when the
+model is built) which says, for the camera's side of the plane, which part may hide the other;
+the parts are painted far to near in that order. Projection goes through
+``lib.utils.geometry.project_points``, the same function the loader uses.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lib.dataset.speed_files import (
+    Camera,
+    PoseLabel,
+    speed_camera,
+    write_camera,
+    write_labels,
+    write_landmarks,
+)
+from lib.utils.geometry import body_to_camera, project_points, quat_to_dcm, random_quaternions
+
+__all__ = [
+    "SatelliteModel",
+    "tango_model",
+    "sample_pose",
+    "render_image",
+    "face_id_map",
+    "write_speed_synthetic",
+]
+
+# Hexahedron faces for vertices given as end A (0-3, cyclic) then end B (4-7, same order).
+_HEX_FACES = np.array(
+    [[0, 1, 2, 3], [4, 5, 6, 7], [0, 1, 5, 4], [1, 2, 6, 5], [2, 3, 7, 6], [3, 0, 4, 7]]
+)
+_SUBPIXEL_BITS = 4  # fixed-point precision of the polygon vertices given to OpenCV
+
+
+@dataclass(frozen=True)
+class SatelliteModel:
+    """Convex parts made of quads, their optical properties and the 11 landmarks (body frame, m).
+
+    ``faces`` F x 4 index ``vertices``; ``normals`` are outward; ``part`` says which convex part
+    a face belongs to; ``separators[i, j] = (n, b)`` has part i in n.x <= b and part j beyond.
+    Decals (flat markings drawn right after their face) and the panel's cell grid lines are
+    cosmetic and never occlude anything else.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    normals: np.ndarray
+    part: np.ndarray
+    albedo: np.ndarray
+    shininess: np.ndarray
+    separators: dict
+    decals: list  # (face index, K x 3 polygon, albedo)
+    grid_lines: np.ndarray  # L x 2 x 3 segments on the grid face
+    grid_face: int
+    grid_albedo: float
+    grid_spacing: float
+    landmarks: np.ndarray
+
+    @property
+    def num_parts(self) -> int:
+        return int(self.part.max()) + 1
+
+
+def _hexahedron(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The six quads of a convex hexahedron and their outward unit normals."""
+    quads = vertices[_HEX_FACES]
+    normals = np.cross(quads[:, 2] - quads[:, 0], quads[:, 3] - quads[:, 1])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    outward = np.sum(normals * (quads.mean(axis=1) - vertices.mean(axis=0)), axis=1)
+    return _HEX_FACES.copy(), np.where(outward[:, None] < 0, -normals, normals)
+
+
+def _box(center: tuple[float, float, float], half: tuple[float, float, float]) -> np.ndarray:
+    """8 vertices of an axis-aligned box: bottom (z-) ring then top (z+) ring, same order."""
+    ring = np.array([[-1, -1], [-1, 1], [1, 1], [1, -1]], dtype=np.float64)
+    bottom = np.column_stack([ring * half[:2], -np.full(4, half[2])])
+    top = np.column_stack([ring * half[:2], np.full(4, half[2])])
+    return np.round(np.vstack([bottom, top]) + np.asarray(center), 12)
+
+
+def _rod(base: np.ndarray, tip: np.ndarray, half_width: float, wall_axis: int) -> np.ndarray:
+    """Square-section rod ending at ``tip`` whose base end is cut by the body wall plane.
+
+    The base corners lie exactly on the plane ``x[wall_axis] = base[wall_axis]`` so the rod
+    touches the body without entering it (which keeps a separating plane between them).
+    """
+    direction = (tip - base) / np.linalg.norm(tip - base)
+    side = np.cross(direction, [0.0, 0.0, 1.0])
+    side /= np.linalg.norm(side)
+    up = np.cross(side, direction)
+    offsets = half_width * np.array([-side - up, -side + up, side + up, side - up])
+    tip_ring = tip + offsets
+    travel = (tip_ring[:, wall_axis] - base[wall_axis]) / direction[wall_axis]
+    base_ring = tip_ring - travel[:, None] * direction
+    return np.vstack([base_ring, tip_ring])
+
+
+def _separator(a: np.ndarray, b: np.ndarray, axes: np.ndarray) -> tuple[np.ndarray, float]:
+    """A plane n.x = c with all of ``a`` on the low side and all of ``b`` on the high side."""
+    for axis in axes:
+        for n in (axis, -axis):
+            high_a, low_b = np.max(a @ n), np.min(b @ n)
+            if high_a <= low_b + 1e-9:
+                return n, float(0.5 * (high_a + low_b))
+    raise ValueError("satellite model parts overlap: no separating plane found")
+
+
+def _polygon(center: np.ndarray, u: np.ndarray, v: np.ndarray, radius: float, sides: int):
+    angles = np.linspace(0, 2 * np.pi, sides, endpoint=False)
+    return center + radius * (np.cos(angles)[:, None] * u + np.sin(angles)[:, None] * v)
+
+
+def tango_model() -> SatelliteModel:
+    """Tango-like geometry: 0.6 x 0.6 x 0.3 m body (origin at the bottom face centre), a
+    0.76 x 0.80 x 0.02 m solar panel on top shifted 3 cm along +y, three 1.6 cm antenna rods.
+
+    Landmarks, in order: 4 bottom corners of the body, 4 top corners of the solar panel,
+    3 antenna tips.
+    """
+    antennas = [  # (base on a side wall, tip, wall axis)
+        (np.array([-0.20, 0.30, 0.23]), np.array([-0.52, 0.62, 0.26]), 1),
+        (np.array([0.20, 0.30, 0.23]), np.array([0.52, 0.62, 0.26]), 1),
+        (np.array([0.12, -0.30, 0.23]), np.array([0.30, -0.68, 0.26]), 1),
+    ]
+    parts = [_box((0.0, 0.0, 0.15), (0.30, 0.30, 0.15)),
+             _box((0.0, 0.03, 0.31), (0.38, 0.40, 0.01))]
+    parts += [_rod(base, tip, 0.008, axis) for base, tip, axis in antennas]
+    part_albedo = [0.72, 0.55, 0.85, 0.85, 0.85]
+    part_shininess = [0.25, 0.15, 0.4, 0.4, 0.4]
+
+    vertices, faces, normals, part, albedo, shininess = [], [], [], [], [], []
+    for index, corners in enumerate(parts):
+        quads, quad_normals = _hexahedron(corners)
+        faces.append(quads + 8 * index)
+        normals.append(quad_normals)
+        vertices.append(corners)
+        part += [index] * 6
+        albedo += [part_albedo[index]] * 6
+        shininess += [part_shininess[index]] * 6
+    vertices, faces, normals = np.vstack(vertices), np.vstack(faces), np.vstack(normals)
+    albedo, shininess = np.array(albedo), np.array(shininess)
+
+    def face_towards(part_index: int, direction: tuple[float, float, float]) -> int:
+        candidates = np.flatnonzero(np.asarray(part) == part_index)
+        return int(candidates[np.argmax(normals[candidates] @ np.asarray(direction))])
+
+    panel_top = face_towards(1, (0, 0, 1))
+    albedo[panel_top] = 0.3  # solar cells: dark, glossy
+    shininess[panel_top] = 0.5
+
+    ex, ey, ez = np.eye(3)
+    decals = [
+        (face_towards(0, (1, 0, 0)),
+         np.array([[0.3, -0.2, 0.05], [0.3, 0.2, 0.05], [0.3, 0.2, 0.25], [0.3, -0.2, 0.25]]), 0.3),
+        (face_towards(0, (-1, 0, 0)),
+         np.array([[-0.3, -0.3, 0.11], [-0.3, 0.3, 0.11], [-0.3, 0.3, 0.17], [-0.3, -0.3, 0.17]]),
+         0.95),
+        (face_towards(0, (0, 1, 0)),
+         np.array([[-0.05, 0.3, 0.04], [0.2, 0.3, 0.04], [0.2, 0.3, 0.16], [-0.05, 0.3, 0.16]]),
+         0.2),
+        (face_towards(0, (0, -1, 0)), _polygon(np.array([-0.12, -0.3, 0.14]), ex, ez, 0.08, 12),
+         0.4),
+        (face_towards(0, (0, 0, -1)), _polygon(np.array([0.0, 0.0, 0.0]), ex, ey, 0.17, 16), 0.3),
+        (face_towards(0, (0, 0, -1)), _polygon(np.array([0.0, 0.0, 0.0]), ex, ey, 0.11, 16), 0.6),
+    ]
+    spacing = 0.095
+    xs = np.arange(-0.38 + spacing, 0.38 - 1e-6, spacing)
+    ys = np.arange(-0.37 + spacing, 0.43 - 1e-6, spacing)
+    grid = [[[x, -0.37, 0.32], [x, 0.43, 0.32]] for x in xs]
+    grid += [[[-0.38, y, 0.32], [0.38, y, 0.32]] for y in ys]
+
+    body_axes = np.vstack([np.eye(3), normals])
+    separators = {}
+    for i in range(len(parts)):
+        for j in range(i + 1, len(parts)):
+            separators[(i, j)] = _separator(parts[i], parts[j], body_axes)
+
+    body_bottom = parts[0][:4]
+    panel_top_corners = parts[1][4:]
+    landmarks = np.vstack([body_bottom, panel_top_corners, [tip for _, tip, _ in antennas]])
+    return SatelliteModel(
+        vertices=vertices, faces=faces, normals=normals, part=np.asarray(part),
+        albedo=albedo, shininess=shininess, separators=separators, decals=decals,
+        grid_lines=np.asarray(grid), grid_face=panel_top, grid_albedo=0.5,
+        grid_spacing=spacing, landmarks=landmarks,
+    )
+
+
+# ------------------------------------------------------------------------------------- sampling
+def _fits(pixels: np.ndarray, camera: Camera, margin: float) -> np.ndarray:
+    """Per candidate (C x M x 2): every point inside the image with ``margin`` pixels to spare."""
+    low = np.all(pixels >= margin, axis=(1, 2))
+    high = np.all(pixels[..., 0] <= camera.width - 1 - margin, axis=1)
+    high &= np.all(pixels[..., 1] <= camera.height - 1 - margin, axis=1)
+    return low & high & np.all(np.isfinite(pixels), axis=(1, 2))
+
+
+def sample_pose(
+    model: SatelliteModel,
+    camera: Camera,
+    rng: np.random.Generator,
+    distance_range: tuple[float, float],
+    candidates: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random attitude (uniform on SO(3)) and position at ||r|| in ``distance_range``.
+
+    The model origin is aimed at a uniformly drawn pixel; of ``candidates`` such pixels the
+    first whose whole projected model stays inside the image (margin 3 % of the shorter side)
+    is kept. If none fits, the distance grows by 15 % (never past the range's maximum) and the
+    draw repeats; at the maximum the centred position is the last resort.
+    """
+    q = random_quaternions(1, rng)[0]
+    distance = float(rng.uniform(*distance_range))
+    margin = 0.03 * min(camera.width, camera.height)
+    inverse_k = np.linalg.inv(camera.matrix)
+    while True:
+        pixels = rng.uniform([0, 0], [camera.width - 1, camera.height - 1], size=(candidates, 2))
+        rays = np.column_stack([pixels, np.ones(candidates)]) @ inverse_k.T
+        positions = distance * rays / np.linalg.norm(rays, axis=1, keepdims=True)
+        projected = project_points(
+            model.vertices, np.tile(q, (candidates, 1)), positions, camera.matrix,
+            camera.dist_coeffs,
+        )
+        good = np.flatnonzero(_fits(projected, camera, margin))
+        if len(good):
+            return q, positions[good[0]]
+        if distance >= distance_range[1]:
+            return q, np.array([0.0, 0.0, distance])
+        distance = min(distance * 1.15, distance_range[1])
+
+
+# ------------------------------------------------------------------------------------ rendering
+def _fractal_noise(height: int, width: int, rng: np.random.Generator, cells: int) -> np.ndarray:
+    """Smooth value noise in [0, 1] (five octaves of bicubically enlarged random grids)."""
+    small_h, small_w = max(8, height // 2), max(8, width // 2)
+    total = np.zeros((small_h, small_w), np.float32)
+    for octave in range(5):
+        grid_w = cells * 2**octave
+        grid_h = max(2, int(round(grid_w * small_h / small_w)))
+        grid = rng.random((grid_h + 1, grid_w + 1), dtype=np.float32)
+        total += 0.5**octave * cv2.resize(grid, (small_w, small_h), interpolation=cv2.INTER_CUBIC)
+    total -= total.min()
+    total /= max(float(total.max()), 1e-6)
+    return cv2.resize(total, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _earth_background(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Grayscale Earth seen from orbit: ocean, land, clouds, a day-night ramp and a glowing limb."""
+    diagonal = float(np.hypot(width, height))
+    radius = diagonal * rng.uniform(1.5, 4.0)
+    angle = rng.uniform(0, 2 * np.pi)
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    depth = rng.uniform(0.1, 1.1)  # how far past the image centre the limb lies
+    center = np.array([width / 2, height / 2]) + direction * (radius + diagonal * (0.5 - depth))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    distance = np.hypot(xs - np.float32(center[0]), ys - np.float32(center[1]))
+
+    land = _fractal_noise(height, width, rng, 3)
+    clouds = _fractal_noise(height, width, rng, 4)
+    surface = 45.0 + 25.0 * land + 45.0 * np.clip((land - 0.58) / 0.08, 0, 1)
+    cloud_cover = np.clip((clouds - 0.45) / 0.3, 0, 1) ** 1.5
+    brightness = surface * (1 - cloud_cover) + 235.0 * cloud_cover
+    sun = rng.uniform(0, 2 * np.pi)
+    ramp = (xs * np.float32(np.cos(sun)) + ys * np.float32(np.sin(sun))) / np.float32(diagonal)
+    brightness *= np.clip(0.75 + rng.uniform(0.2, 0.6) * ramp, 0.25, 1.0)
+    inside = np.clip((radius - distance) / (0.004 * diagonal), 0, 1)
+    glow = 110.0 * np.exp(-np.abs(distance - radius) / (0.008 * diagonal))
+    return np.clip(brightness * inside + glow, 0, 255).astype(np.uint8)
+
+
+def _face_intensity(
+    normals: np.ndarray, centers: np.ndarray, albedo: np.ndarray, shininess: np.ndarray,
+    sun: np.ndarray, ambient: float, gain: float,
+) -> np.ndarray:
+    """Lambert + Blinn-Phong gray level of flat faces (camera frame normals and centres)."""
+    diffuse = np.maximum(normals @ sun, 0.0)
+    view = -centers / np.linalg.norm(centers, axis=-1, keepdims=True)
+    half = sun + view
+    half /= np.linalg.norm(half, axis=-1, keepdims=True)
+    specular = shininess * np.maximum(np.sum(normals * half, axis=-1), 0.0) ** 30 * (diffuse > 0)
+    return np.clip(255.0 * gain * (albedo * (ambient + diffuse) + specular), 0, 255)
+
+
+def _paint_order(model: SatelliteModel, camera_in_body: np.ndarray, depth: np.ndarray) -> list:
+    """Parts far to near: a part is painted only after every part it may hide."""
+    hides = np.zeros((model.num_parts, model.num_parts), dtype=bool)  # hides[a, b]: a over b
+    for (i, j), (normal, offset) in model.separators.items():
+        if camera_in_body @ normal > offset:
+            hides[j, i] = True
+        else:
+            hides[i, j] = True
+    remaining = list(np.argsort(-depth))
+    order = []
+    while remaining:
+        # Paint a part that hides none of the parts still waiting; the farthest one if a cycle.
+        free = [p for p in remaining if not any(hides[p, o] for o in remaining if o != p)]
+        chosen = free[0] if free else remaining[0]
+        order.append(int(chosen))
+        remaining.remove(chosen)
+    return order
+
+
+def _faces_far_to_near(
+    model: SatelliteModel, q: np.ndarray, r: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Visible (front-facing) faces in paint order, with camera-frame normals and centres."""
+    points_cam = body_to_camera(model.vertices, q, r)
+    normals_cam = model.normals @ quat_to_dcm(q)  # rows n^T dcm = (dcm^T n)^T
+    centers_cam = points_cam[model.faces].mean(axis=1)
+    visible = np.sum(normals_cam * centers_cam, axis=1) < 0
+    part_depth = np.array(
+        [points_cam[model.faces[model.part == p]][..., 2].mean() for p in range(model.num_parts)]
+    )
+    camera_in_body = -quat_to_dcm(q) @ np.asarray(r, dtype=np.float64)
+    order = _paint_order(model, camera_in_body, part_depth)
+    faces = np.concatenate([np.flatnonzero((model.part == p) & visible) for p in order])
+    return faces, normals_cam, centers_cam
+
+
+def face_id_map(model: SatelliteModel, q: np.ndarray, r: np.ndarray, camera: Camera) -> np.ndarray:
+    """H x W int32 map of the face seen at each pixel (index + 1, 0 for space), no anti-aliasing.
+
+    It is painted in the same order as :func:`render_image`, so a z-buffer can check occlusion.
+    """
+    faces, _, _ = _faces_far_to_near(model, q, r)
+    polygons = _fixed_point(project_points(model.vertices, q, r, camera.matrix,
+                                           camera.dist_coeffs))[model.faces]
+    canvas = np.zeros((camera.height, camera.width), np.int32)
+    for face in faces:
+        cv2.fillConvexPoly(canvas, polygons[face], int(face) + 1, cv2.LINE_8, _SUBPIXEL_BITS)
+    return canvas
+
+
+def _fixed_point(pixels: np.ndarray) -> np.ndarray:
+    return np.round(pixels * (1 << _SUBPIXEL_BITS)).astype(np.int32)
+
+
+def render_image(
+    model: SatelliteModel,
+    q: np.ndarray,
+    r: np.ndarray,
+    camera: Camera,
+    rng: np.random.Generator,
+    with_earth: bool,
+) -> np.ndarray:
+    """One H x W uint8 image of the model at pose (q, r), lit by a random sun from the camera side.
+
+    The sun direction, ambient level, exposure, blur and noise come from ``rng``.
+    """
+    sun = rng.standard_normal(3)
+    sun /= np.linalg.norm(sun)
+    sun[2] = -abs(sun[2])  # light from the camera's hemisphere, as in most SPEED images
+    ambient = rng.uniform(0.12, 0.2)
+    gain = rng.uniform(0.85, 1.15)
+    blur_sigma = rng.uniform(0.4, 1.0)
+    noise_sigma = rng.uniform(1.5, 5.0)
+    if with_earth:
+        canvas = _earth_background(camera.height, camera.width, rng)
+    else:
+        canvas = np.zeros((camera.height, camera.width), np.uint8)
+
+    faces, normals_cam, centers_cam = _faces_far_to_near(model, q, r)
+    shades = _face_intensity(
+        normals_cam, centers_cam, model.albedo, model.shininess, sun, ambient, gain
+    )
+    polygons = _fixed_point(project_points(model.vertices, q, r, camera.matrix,
+                                           camera.dist_coeffs))[model.faces]
+    for face in faces:
+        cv2.fillConvexPoly(canvas, polygons[face], float(shades[face]), cv2.LINE_AA,
+                           _SUBPIXEL_BITS)
+        _paint_markings(canvas, model, face, q, r, camera, normals_cam[face], centers_cam[face],
+                        sun, ambient, gain)
+
+    canvas = cv2.GaussianBlur(canvas, (0, 0), blur_sigma)
+    noisy = canvas.astype(np.float32) + rng.standard_normal(canvas.shape, dtype=np.float32) * (
+        np.float32(noise_sigma)
+    )
+    return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+
+
+def _paint_markings(
+    canvas: np.ndarray, model: SatelliteModel, face: int, q: np.ndarray, r: np.ndarray,
+    camera: Camera, normal_cam: np.ndarray, center_cam: np.ndarray, sun: np.ndarray,
+    ambient: float, gain: float,
+) -> None:
+    """Decals and solar-cell grid lines of one visible face, lit like the face itself."""
+    for decal_face, polygon, albedo in model.decals:
+        if decal_face != face:
+            continue
+        shade = _face_intensity(normal_cam, center_cam, albedo, model.shininess[face], sun,
+                                ambient, gain)
+        points = project_points(polygon, q, r, camera.matrix, camera.dist_coeffs)
+        cv2.fillConvexPoly(canvas, _fixed_point(points), float(shade), cv2.LINE_AA,
+                           _SUBPIXEL_BITS)
+    if face != model.grid_face:
+        return
+    # Cell lines only where cells are a few pixels wide; finer they would just grey the panel.
+    if camera.matrix[0, 0] * model.grid_spacing / center_cam[2] < 5.0:
+        return
+    shade = _face_intensity(normal_cam, center_cam, model.grid_albedo, model.shininess[face],
+                            sun, ambient, gain)
+    ends = project_points(model.grid_lines.reshape(-1, 3), q, r, camera.matrix,
+                          camera.dist_coeffs)
+    ends = _fixed_point(ends).reshape(-1, 2, 2)
+    for start, stop in ends:
+        cv2.line(canvas, tuple(int(v) for v in start), tuple(int(v) for v in stop), float(shade),
+                 1, cv2.LINE_AA, _SUBPIXEL_BITS)
+
+
+# -------------------------------------------------------------------------------------- writing
+def _validate_arguments(counts: tuple[int, int, int], width: int, height: int,
+                        earth_fraction: float, distance_range: tuple[float, float]) -> None:
+    if any(count < 0 for count in counts):
+        raise ValueError(f"image counts must be >= 0, got train/val/test = {counts}")
+    if width < 16 or height < 16:
+        raise ValueError(f"image size must be at least 16 x 16, got {width} x {height}")
+    if not 0.0 <= earth_fraction <= 1.0:
+        raise ValueError(f"earth fraction must lie in [0, 1], got {earth_fraction}")
+    low, high = distance_range
+    if not 3.0 <= low <= high <= 40.0:
+        raise ValueError(f"distance range must satisfy 3 <= MIN <= MAX <= 40 m, got {low} {high}")
+
+
+def write_speed_synthetic(
+    out_dir: str | os.PathLike,
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    seed: int,
+    width: int = 1920,
+    height: int = 1200,
+    earth_fraction: float = 0.3,
+    distance_range: tuple[float, float] = (3.0, 12.0),
+    jpeg_quality: int = 95,
+    show_progress: bool = True,
+) -> dict:
+    """Render and write the data set; returns {split: number of images}.
+
+    Layout (SPEED+): camera.json, keypoints.json, synthetic/{train,validation}.json,
+    synthetic/images/, test/test.json (filenames only), test/labels.json, test/images/.
+    File names run img000001.jpg ... across all splits. Each image draws from its own
+    generator seeded by (seed, split, index), so the same arguments give the same bytes.
+    """
+    from tqdm import tqdm
+
+    counts = (int(num_train), int(num_val), int(num_test))
+    _validate_arguments(counts, width, height, earth_fraction, distance_range)
+    out = Path(out_dir)
+    camera = speed_camera(width, height)
+    model = tango_model()
+    splits = [
+        ("train", out / "synthetic" / "images", counts[0]),
+        ("validation", out / "synthetic" / "images", counts[1]),
+        ("test", out / "test" / "images", counts[2]),
+    ]
+    for _, folder, _ in splits:
+        folder.mkdir(parents=True, exist_ok=True)
+    labels: dict[str, list[PoseLabel]] = {name: [] for name, _, _ in splits}
+    number = 0
+    with tqdm(total=sum(counts), desc="rendering", unit="img", disable=not show_progress) as bar:
+        for split_index, (name, folder, count) in enumerate(splits):
+            for index in range(count):
+                number += 1
+                rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
+                q, r = sample_pose(model, camera, rng, distance_range)
+                with_earth = bool(rng.random() < earth_fraction)
+                image = render_image(model, q, r, camera, rng, with_earth)
+                filename = f"img{number:06d}.jpg"
+                ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+                if not ok:
+                    raise RuntimeError(f"JPEG encoding failed for {filename}")
+                (folder / filename).write_bytes(encoded.tobytes())
+                labels[name].append(PoseLabel(filename, q, r))
+                bar.update(1)
+
+    write_camera(out / "camera.json", camera)
+    write_landmarks(out / "keypoints.json", model.landmarks)
+    write_labels(out / "synthetic" / "train.json", labels["train"])
+    write_labels(out / "synthetic" / "validation.json", labels["validation"])
+    write_labels(out / "test" / "test.json", [PoseLabel(lab.filename) for lab in labels["test"]])
+    write_labels(out / "test" / "labels.json", labels["test"])
+    return {name: count for name, _, count in splits}

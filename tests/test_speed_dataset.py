@@ -1,0 +1,330 @@
+"""The spacecraft data set (lib/dataset/speed.py) on a small generated SPEED+ set, its SPEED
+layout, bad inputs, and evaluate() end to end on perfect predictions."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+
+from lib.config import cfg as default_cfg
+from lib.dataset.speed import ORACLE_SUFFIX, SpeedDataset, submission_path, write_box_file
+from lib.dataset.speed_files import SpeedFileError, read_submission
+from lib.dataset.speed_synthetic import write_speed_synthetic
+from lib.utils.transforms import get_affine_transform
+
+ROOT = Path(__file__).resolve().parents[1]
+WIDTH, HEIGHT = 320, 200
+NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("speed")
+    write_speed_synthetic(root, 6, 4, 3, seed=11, width=WIDTH, height=HEIGHT,
+                          show_progress=False)
+    return root
+
+
+def make_cfg(**options):
+    """Defaults for an 11-landmark 64 x 64 input; options 'SECTION__KEY' override."""
+    cfg = default_cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.NUM_JOINTS = 11
+    cfg.MODEL.IMAGE_SIZE = [64, 64]
+    cfg.MODEL.HEATMAP_SIZE = [16, 16]
+    cfg.DATASET.DATASET = "speed"
+    cfg.DATASET.KEYPOINTS_FILE = "keypoints.json"
+    cfg.DATASET.FLIP = False
+    for name, value in options.items():
+        section, key = name.split("__")
+        cfg[section][key] = value
+    return cfg
+
+
+def spec_projection(landmarks: np.ndarray, q: np.ndarray, r: np.ndarray,
+                    camera_matrix: np.ndarray) -> np.ndarray:
+    """The spec's formula written out: dcm(q) as printed, p_cam = dcm^T p + r, K p_cam / z."""
+    q0, q1, q2, q3 = np.asarray(q) / np.linalg.norm(q)
+    dcm = np.array([
+        [q0**2 + q1**2 - q2**2 - q3**2, 2 * (q1 * q2 + q0 * q3), 2 * (q1 * q3 - q0 * q2)],
+        [2 * (q1 * q2 - q0 * q3), q0**2 - q1**2 + q2**2 - q3**2, 2 * (q2 * q3 + q0 * q1)],
+        [2 * (q1 * q3 + q0 * q2), 2 * (q2 * q3 - q0 * q1), q0**2 - q1**2 - q2**2 + q3**2],
+    ])
+    p_cam = landmarks @ dcm + r  # rows: (dcm^T p)^T = p^T dcm
+    uvw = p_cam @ camera_matrix.T
+    return uvw[:, :2] / uvw[:, 2:]
+
+
+def labels_of(root: Path, name: str) -> list[dict]:
+    return json.loads((root / name).read_text())
+
+
+# ------------------------------------------------------------------------------------- items
+def test_items_have_the_documented_shapes(data_root):
+    ds = SpeedDataset(make_cfg(), str(data_root), "train", True, NORMALIZE)
+    assert len(ds) == 6 and ds.num_joints == 11
+    model_input, target, weight, meta = ds[0]
+    assert model_input.shape == (3, 64, 64) and model_input.dtype == torch.float32
+    assert target.shape == (11, 16, 16) and weight.shape == (11, 1)
+    assert meta["filename"] == "img000001.jpg"
+    assert meta["image"].endswith("synthetic/images/img000001.jpg")
+    assert ds.perf_higher_is_better is False
+
+
+def test_joints_are_the_projected_labels(data_root):
+    ds = SpeedDataset(make_cfg(), str(data_root), "validation", False, NORMALIZE)
+    camera = json.loads((data_root / "camera.json").read_text())
+    landmarks = np.asarray(json.loads((data_root / "keypoints.json").read_text()))
+    entries = labels_of(data_root, "synthetic/validation.json")
+    assert [rec["filename"] for rec in ds.db] == [e["filename"] for e in entries]
+    for rec, entry in zip(ds.db, entries, strict=True):
+        expected = spec_projection(landmarks, entry["q_vbs2tango_true"],
+                                   entry["r_Vo2To_vbs_true"], np.asarray(camera["cameraMatrix"]))
+        np.testing.assert_allclose(rec["joints_3d"][:, :2], expected, atol=1e-6)
+        # The generator keeps the whole model in the image: every landmark counts.
+        np.testing.assert_array_equal(rec["joints_3d_vis"][:, 0], np.ones(11))
+
+
+def test_eval_crops_hold_the_landmarks_with_the_padding_margin(data_root):
+    ds = SpeedDataset(make_cfg(), str(data_root), "validation", False, NORMALIZE)
+    for index in range(len(ds)):
+        _, target, weight, meta = ds[index]
+        joints = meta["joints"][:, :2]
+        assert np.all(weight.numpy() == 1)
+        extent = joints.max(axis=0) - joints.min(axis=0)
+        # The landmark box, padded by 1.25, fills the 64-pixel input along its longer side.
+        assert extent.max() == pytest.approx(64 / 1.25, rel=1e-4)
+        centre = 0.5 * (joints.max(axis=0) + joints.min(axis=0))
+        np.testing.assert_allclose(centre, [32.0, 32.0], atol=1e-3)  # the box centre
+        # Each target peak sits on its joint (heatmap stride 4).
+        peaks = target.flatten(1).argmax(1).numpy()
+        np.testing.assert_array_equal(peaks % 16, np.trunc(joints[:, 0] / 4 + 0.5))
+
+
+def test_training_crops_keep_the_landmarks_under_translation(data_root):
+    # Padding 1.25 leaves 10 % of the crop on each side of the landmarks; shifts up to 8 %.
+    cfg = make_cfg(DATASET__SCALE_FACTOR=0.0, DATASET__ROT_FACTOR=0, DATASET__SHIFT_FACTOR=0.08)
+    ds = SpeedDataset(cfg, str(data_root), "train", True, NORMALIZE)
+    np.random.seed(0)
+    largest = 0.0
+    for index in range(len(ds)):
+        for _ in range(3):
+            _, _, weight, meta = ds[index]
+            joints = meta["joints"][:, :2]
+            assert np.all((joints >= 0) & (joints <= 63)) and np.all(weight.numpy() == 1)
+            shift = np.abs(meta["center"] - ds.db[index]["center"]) / (200 * meta["scale"])
+            assert np.all(shift <= 0.08 + 1e-6)
+            largest = max(largest, float(shift.max()))
+    assert largest > 0.02  # the crop did move
+
+
+def test_no_flip_even_when_the_config_asks(data_root):
+    cfg = make_cfg(DATASET__FLIP=True, DATASET__PROB_HALF_BODY=1.0)
+    ds = SpeedDataset(cfg, str(data_root), "train", True, NORMALIZE)
+    assert ds.flip is False and ds.flip_pairs is None and ds.prob_half_body == 0
+    np.random.seed(1)
+    for _ in range(10):
+        _, _, _, meta = ds[2]
+        trans = get_affine_transform(meta["center"], meta["scale"], meta["rotation"], [64, 64])
+        image_joints = ds.db[2]["joints_3d"][:, :2]
+        expected = image_joints @ trans[:, :2].T + trans[:, 2]
+        np.testing.assert_allclose(meta["joints"][:, :2], expected, atol=1e-6)
+
+
+def test_grayscale_is_fed_as_three_equal_channels(data_root):
+    ds = SpeedDataset(make_cfg(), str(data_root), "validation", False, None)
+    crop = ds[0][0]
+    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+    assert np.array_equal(crop[..., 0], crop[..., 1]) and np.array_equal(crop[..., 1], crop[..., 2])
+    assert crop.std() > 5  # the spacecraft is in it, not an empty crop
+
+
+def test_photometric_augmentation_is_off_by_default_and_on_when_asked(data_root):
+    crop = np.full((64, 64), 100, np.uint8)
+    plain = SpeedDataset(make_cfg(), str(data_root), "train", True, NORMALIZE)
+    assert plain._augment_image(crop) is crop
+    noisy = SpeedDataset(make_cfg(DATASET__PROB_NOISE=1.0, DATASET__NOISE_SIGMA=20.0,
+                                  DATASET__PROB_BRIGHTNESS_CONTRAST=1.0,
+                                  DATASET__PROB_BLUR=1.0), str(data_root), "train", True,
+                         NORMALIZE)
+    np.random.seed(3)
+    out = noisy._augment_image(crop)
+    assert out.dtype == np.uint8 and out.shape == crop.shape
+    assert out.std() > 1.0 or abs(float(out.mean()) - 100) > 1.0
+
+
+def test_whole_image_crop_for_the_coarse_model(data_root):
+    cfg = make_cfg(DATASET__SPEED_FULL_IMAGE=True)
+    cfg.MODEL.IMAGE_SIZE = [64, 40]
+    cfg.MODEL.HEATMAP_SIZE = [16, 10]
+    ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE)
+    _, _, _, meta = ds[0]
+    np.testing.assert_allclose(meta["center"], [(WIDTH - 1) / 2, (HEIGHT - 1) / 2])
+    np.testing.assert_allclose(meta["scale"] * 200, [WIDTH, WIDTH * 40 / 64], rtol=1e-6)
+    np.testing.assert_allclose(meta["joints"][:, :2], ds.db[0]["joints_3d"][:, :2] * 0.2,
+                               atol=0.2)
+
+
+# ---------------------------------------------------------------------------- unlabelled sets
+def test_unlabelled_set_predicts_with_boxes_from_a_file(data_root, tmp_path):
+    boxes = np.tile([40.0, 30.0, 100.0, 80.0], (3, 1))
+    names = [e["filename"] for e in labels_of(data_root, "test/test.json")]
+    box_file = write_box_file(str(tmp_path / "boxes.json"), names, boxes)
+    cfg = make_cfg(TEST__SPEED_BBOX="file", TEST__SPEED_BBOX_FILE=box_file)
+    ds = SpeedDataset(cfg, str(data_root), "test/test", False, NORMALIZE)
+    assert not ds.labelled and len(ds) == 3
+    model_input, target, weight, meta = ds[1]
+    assert model_input.shape == (3, 64, 64)
+    assert float(target.abs().sum()) == 0 and float(weight.sum()) == 0
+    np.testing.assert_allclose(meta["center"], [90.0, 70.0])
+    np.testing.assert_allclose(meta["scale"] * 200, [125.0, 125.0])  # 100 x 80 -> square, 1.25
+
+
+def test_unlabelled_set_refuses_oracle_boxes_and_training(data_root):
+    with pytest.raises(ValueError, match="no poses.*oracle"):
+        SpeedDataset(make_cfg(), str(data_root), "test/test", False, NORMALIZE)
+    with pytest.raises(ValueError, match="no poses.*training"):
+        SpeedDataset(make_cfg(), str(data_root), "test/test", True, NORMALIZE)
+
+
+# ------------------------------------------------------------------------------- SPEED layout
+def test_speed_layout_with_the_old_label_key_and_the_speed_camera(data_root, tmp_path):
+    root = tmp_path / "speed"
+    (root / "images" / "train").mkdir(parents=True)
+    entries = labels_of(data_root, "synthetic/train.json")[:2]
+    for entry in entries:
+        shutil.copy(data_root / "synthetic" / "images" / entry["filename"],
+                    root / "images" / "train" / entry["filename"])
+        entry["q_vbs2tango"] = entry.pop("q_vbs2tango_true")
+    (root / "train.json").write_text(json.dumps(entries))
+    shutil.copy(data_root / "keypoints.json", root / "keypoints.json")
+    ds = SpeedDataset(make_cfg(), str(root), "train", False, NORMALIZE)
+    assert ds.camera.width == 1920 and ds.camera.matrix[0, 0] == pytest.approx(3003.41, abs=0.01)
+    landmarks = np.asarray(json.loads((root / "keypoints.json").read_text()))
+    expected = spec_projection(landmarks, entries[1]["q_vbs2tango"],
+                               entries[1]["r_Vo2To_vbs_true"], ds.camera.matrix)
+    np.testing.assert_allclose(ds.db[1]["joints_3d"][:, :2], expected, atol=1e-6)
+    assert ds.db[1]["image"] == str(root / "images" / "train" / entries[1]["filename"])
+
+
+# --------------------------------------------------------------------------------- bad inputs
+def test_landmark_count_must_equal_num_joints(data_root):
+    cfg = make_cfg(MODEL__NUM_JOINTS=17)
+    with pytest.raises(ValueError, match=r"11 landmarks.*NUM_JOINTS is 17"):
+        SpeedDataset(cfg, str(data_root), "train", True, NORMALIZE)
+
+
+def test_image_listed_but_absent_is_named(data_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(data_root, root)
+    (root / "synthetic" / "images" / "img000008.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="img000008.jpg"):
+        SpeedDataset(make_cfg(), str(root), "validation", False, NORMALIZE)
+
+
+def test_camera_without_its_matrix_is_named(data_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(data_root, root)
+    camera = json.loads((root / "camera.json").read_text())
+    del camera["cameraMatrix"]
+    (root / "camera.json").write_text(json.dumps(camera))
+    with pytest.raises(SpeedFileError, match="camera.json.*cameraMatrix"):
+        SpeedDataset(make_cfg(), str(root), "validation", False, NORMALIZE)
+
+
+def test_unknown_image_set_and_box_source_are_named(data_root):
+    with pytest.raises(FileNotFoundError, match="nosuchset"):
+        SpeedDataset(make_cfg(), str(data_root), "nosuchset", False, NORMALIZE)
+    with pytest.raises(ValueError, match="SPEED_BBOX.*'detector'"):
+        SpeedDataset(make_cfg(TEST__SPEED_BBOX="detector"), str(data_root), "validation",
+                     False, NORMALIZE)
+    with pytest.raises(ValueError, match="SPEED_BBOX_FILE"):
+        SpeedDataset(make_cfg(TEST__SPEED_BBOX="file"), str(data_root), "validation", False,
+                     NORMALIZE)
+
+
+# ------------------------------------------------------------------------------------ evaluate
+def perfect_predictions(ds: SpeedDataset) -> np.ndarray:
+    preds = np.ones((len(ds), ds.num_joints, 3))
+    preds[:, :, :2] = [rec["joints_3d"][:, :2] for rec in ds.db]
+    return preds
+
+
+def test_evaluate_perfect_predictions_scores_zero_and_round_trips(data_root, tmp_path):
+    cfg = make_cfg()
+    ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE)
+    names = [rec["filename"] for rec in ds.db]
+    preds = perfect_predictions(ds)
+    order = [2, 0, 3, 1]  # evaluate puts predictions back in data-set order by filename
+    table, perf = ds.evaluate(cfg, preds[order], str(tmp_path), None, None,
+                              [names[i] for i in order], None)
+    assert perf < 1e-6
+    assert all(name.endswith(ORACLE_SUFFIX) for name in table)  # GT boxes: an oracle, flagged
+    assert table["ESA score" + ORACLE_SUFFIX] == perf
+    assert table["landmark err (px)" + ORACLE_SUFFIX] < 1e-9
+    assert table["PnP failures" + ORACLE_SUFFIX] == 0
+
+    csv_file = submission_path(str(tmp_path), "validation", oracle=True)
+    assert csv_file.endswith("results/submission_validation_oracle.csv")
+    assert read_submission(csv_file).filenames == names
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "speed_score.py"),
+         "--gt", str(data_root / "synthetic" / "validation.json"), "--submission", csv_file],
+        capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout)
+    assert result["n"] == 4 and result["esa_score"] < 1e-6 and result["rot_err_deg_mean"] < 1e-4
+
+
+def test_evaluate_counts_a_failed_image_with_the_worst_case(data_root, tmp_path):
+    cfg = make_cfg(TEST__SPEED_BBOX="file")
+    ds_gt = SpeedDataset(make_cfg(), str(data_root), "validation", False, NORMALIZE)
+    boxes = write_box_file(str(tmp_path / "b.json"), [r["filename"] for r in ds_gt.db],
+                           np.tile([0.0, 0.0, WIDTH, HEIGHT], (4, 1)))
+    ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE, bbox_file=boxes)
+    preds = perfect_predictions(ds)
+    preds[1, :, 2] = 0.0  # no confident landmark: PnP cannot run
+    table, perf = ds.evaluate(cfg, preds, str(tmp_path))
+    assert not any(ORACLE_SUFFIX in name for name in table)  # boxes from a file: no oracle
+    assert table["PnP failures"] == 1
+    assert perf == pytest.approx((math.pi + 1.0) / 4, abs=1e-6)
+    rows = read_submission(submission_path(str(tmp_path), "validation"))
+    np.testing.assert_array_equal(rows.q[1], [1, 0, 0, 0])
+
+
+def test_evaluate_unlabelled_writes_the_submission_only(data_root, tmp_path):
+    names = [e["filename"] for e in labels_of(data_root, "test/test.json")]
+    box_file = write_box_file(str(tmp_path / "boxes.json"), names,
+                              np.tile([0.0, 0.0, WIDTH, HEIGHT], (3, 1)))
+    cfg = make_cfg(TEST__SPEED_BBOX="file", TEST__SPEED_BBOX_FILE=box_file)
+    ds = SpeedDataset(cfg, str(data_root), "test/test", False, NORMALIZE)
+    truth = labels_of(data_root, "test/labels.json")
+    landmarks = np.asarray(json.loads((data_root / "keypoints.json").read_text()))
+    matrix = np.asarray(json.loads((data_root / "camera.json").read_text())["cameraMatrix"])
+    preds = np.ones((3, 11, 3))
+    preds[:, :, :2] = [spec_projection(landmarks, e["q_vbs2tango_true"], e["r_Vo2To_vbs_true"],
+                                       matrix) for e in truth]
+    table, perf = ds.evaluate(cfg, preds, str(tmp_path))
+    assert math.isnan(perf) and table == {"images": 3.0, "PnP failures": 0.0}
+    rows = read_submission(submission_path(str(tmp_path), "test/test"))
+    assert rows.filenames == names
+    q_true = np.asarray([e["q_vbs2tango_true"] for e in truth])
+    np.testing.assert_allclose(np.abs(np.sum(rows.q * q_true, axis=1)), 1.0, atol=1e-7)
+
+
+def test_item_pixels_match_a_direct_warp(data_root):
+    ds = SpeedDataset(make_cfg(), str(data_root), "validation", False, None)
+    crop, _, _, meta = ds[3]
+    image = cv2.imread(ds.db[3]["image"], cv2.IMREAD_GRAYSCALE)
+    trans = get_affine_transform(meta["center"], meta["scale"], 0, [64, 64])
+    expected = cv2.warpAffine(image, trans, (64, 64), flags=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(crop[..., 0], expected)

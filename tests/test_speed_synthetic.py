@@ -1,0 +1,123 @@
+"""The embedded SPEED+-layout generator (lib/dataset/speed_synthetic.py)."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from lib.dataset.speed_files import read_camera, read_labels, read_landmarks, speed_camera
+from lib.dataset.speed_synthetic import (
+    face_id_map,
+    render_image,
+    sample_pose,
+    tango_model,
+    write_speed_synthetic,
+)
+from lib.utils.geometry import body_to_camera, project_points, quat_to_dcm
+
+SIZE = dict(width=160, height=100)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("speed")
+    write_speed_synthetic(out, 3, 2, 2, seed=7, earth_fraction=0.5, show_progress=False, **SIZE)
+    return out
+
+
+def all_files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_layout_and_keys(dataset):
+    camera = read_camera(dataset / "camera.json")
+    assert (camera.width, camera.height) == (160, 100)
+    np.testing.assert_allclose(camera.matrix, speed_camera(160, 100).matrix)
+    assert read_landmarks(dataset / "keypoints.json", num_joints=11).shape == (11, 3)
+    train = json.loads((dataset / "synthetic" / "train.json").read_text())
+    assert len(train) == 3
+    assert set(train[0]) == {"filename", "q_vbs2tango_true", "r_Vo2To_vbs_true"}
+    val = read_labels(dataset / "synthetic" / "validation.json")
+    test_names = json.loads((dataset / "test" / "test.json").read_text())
+    assert [set(entry) for entry in test_names] == [{"filename"}, {"filename"}]
+    test_labels = read_labels(dataset / "test" / "labels.json")
+    assert [label.filename for label in test_labels] == [e["filename"] for e in test_names]
+    names = [e["filename"] for e in train] + [label.filename for label in val]
+    assert len(set(names + [e["filename"] for e in test_names])) == 7
+    for name in names:
+        image = cv2.imread(str(dataset / "synthetic" / "images" / name), cv2.IMREAD_UNCHANGED)
+        assert image.shape == (100, 160) and image.dtype == np.uint8
+    for label in test_labels:
+        assert (dataset / "test" / "images" / label.filename).is_file()
+        assert 3.0 <= np.linalg.norm(label.r) <= 12.0
+
+
+def test_same_seed_same_bytes_other_seed_other_images(dataset, tmp_path):
+    write_speed_synthetic(tmp_path / "again", 3, 2, 2, seed=7, earth_fraction=0.5,
+                          show_progress=False, **SIZE)
+    assert all_files(tmp_path / "again") == all_files(dataset)
+    write_speed_synthetic(tmp_path / "other", 3, 2, 2, seed=8, earth_fraction=0.5,
+                          show_progress=False, **SIZE)
+    first = "synthetic/images/img000001.jpg"
+    assert all_files(tmp_path / "other")[first] != all_files(dataset)[first]
+
+
+def test_projected_landmarks_land_in_the_image(dataset):
+    camera = read_camera(dataset / "camera.json")
+    landmarks = read_landmarks(dataset / "keypoints.json")
+    labels = read_labels(dataset / "synthetic" / "train.json")
+    labels += read_labels(dataset / "test" / "labels.json")
+    for label in labels:
+        pixels = project_points(landmarks, label.q, label.r, camera.matrix, camera.dist_coeffs)
+        assert np.all(pixels >= 0) and np.all(pixels < [camera.width, camera.height])
+
+
+def test_satellite_is_brighter_than_space_near_its_centre():
+    model, camera = tango_model(), speed_camera(**SIZE)
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        q, r = sample_pose(model, camera, rng, (3.0, 12.0))
+        image = render_image(model, q, r, camera, rng, with_earth=False).astype(float)
+        u, v = np.round(project_points(np.array([[0, 0, 0.15]]), q, r, camera.matrix)[0])
+        centre = image[int(v) - 1:int(v) + 2, int(u) - 1:int(u) + 2].mean()
+        background = np.median(image[face_id_map(model, q, r, camera) == 0])
+        assert centre > background + 5
+
+
+def zbuffer_face_ids(model, q, r, camera):
+    """Nearest face per pixel by ray casting, the reference for the painter's order."""
+    ys, xs = np.mgrid[0:camera.height, 0:camera.width]
+    rays = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3) @ np.linalg.inv(camera.matrix).T
+    corners = body_to_camera(model.vertices, q, r)[model.faces]
+    normals = model.normals @ quat_to_dcm(q)
+    nearest, ids = np.full(len(rays), np.inf), np.zeros(len(rays), np.int32)
+    for face, (quad, normal) in enumerate(zip(corners, normals, strict=True)):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (quad[0] @ normal) / (rays @ normal)
+        hits = rays * t[:, None]
+        sides = np.stack([np.cross(quad[(k + 1) % 4] - quad[k], hits - quad[k]) @ normal
+                          for k in range(4)])
+        inside = np.all(sides >= -1e-12, axis=0) | np.all(sides <= 1e-12, axis=0)
+        closer = inside & (t > 0) & (t < nearest)
+        nearest[closer], ids[closer] = t[closer], face + 1
+    return ids.reshape(camera.height, camera.width)
+
+
+def test_occlusion_matches_a_zbuffer():
+    model, camera = tango_model(), speed_camera(**SIZE)
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        q, r = sample_pose(model, camera, rng, (3.0, 4.0))
+        painted = face_id_map(model, q, r, camera)
+        reference = zbuffer_face_ids(model, q, r, camera)
+        edges = cv2.Laplacian(reference.astype(np.float32), cv2.CV_32F) != 0
+        edges = cv2.dilate(edges.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        assert np.count_nonzero((painted != reference) & ~edges) == 0
+        assert np.count_nonzero(reference) > 200  # the satellite is really there
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="distance range"):
+        write_speed_synthetic(tmp_path, 1, 0, 0, seed=0, distance_range=(1.0, 5.0), **SIZE)
+    with pytest.raises(ValueError, match="earth fraction"):
+        write_speed_synthetic(tmp_path, 1, 0, 0, seed=0, earth_fraction=1.5, **SIZE)

@@ -1,0 +1,238 @@
+"""Box sources of the spacecraft test crops: the box file format, the 'file' source, and the
+two-stage 'model' source (lib/core/speed_two_stage.py) end to end with a tiny coarse HRNet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+import yaml
+from yacs.config import CfgNode as CN
+
+import lib.core.engine as engine
+import lib.core.speed_two_stage as two_stage
+from lib.config import cfg as default_cfg
+from lib.dataset.JointsDataset import DatasetFormatError
+from lib.dataset.speed import SpeedDataset, read_box_file, write_box_file
+from lib.dataset.speed_synthetic import write_speed_synthetic
+from lib.models import build_model
+
+WIDTH, HEIGHT = 240, 150
+NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+TINY_HRNET = {
+    "FINAL_CONV_KERNEL": 1,
+    "STAGE2": {"NUM_MODULES": 1, "NUM_BRANCHES": 2, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1],
+               "NUM_CHANNELS": [8, 16], "FUSE_METHOD": "SUM"},
+}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("speed")
+    write_speed_synthetic(root, 2, 5, 3, seed=5, width=WIDTH, height=HEIGHT, show_progress=False)
+    return root
+
+
+def fine_cfg(root: Path, **options):
+    cfg = default_cfg.clone()
+    cfg.defrost()
+    cfg.DATASET.DATASET = "speed"
+    cfg.DATASET.ROOT = str(root)
+    cfg.DATASET.KEYPOINTS_FILE = "keypoints.json"
+    cfg.DATASET.TEST_SET = "validation"
+    cfg.MODEL.NUM_JOINTS = 11
+    cfg.MODEL.IMAGE_SIZE = [64, 64]
+    cfg.MODEL.HEATMAP_SIZE = [16, 16]
+    cfg.WORKERS = 0
+    for name, value in options.items():
+        section, key = name.split("__")
+        cfg[section][key] = value
+    return cfg
+
+
+# ---------------------------------------------------------------------------- box file format
+def test_box_file_round_trip(tmp_path):
+    boxes = np.array([[1.5, 2.0, 30.25, 40.0], [0.0, 0.0, 5.0, 6.0]])
+    path = write_box_file(str(tmp_path / "boxes.json"), ["a.jpg", "b.jpg"], boxes, [0.9, 0.4])
+    entries = json.loads(Path(path).read_text())
+    assert entries[0] == {"filename": "a.jpg", "bbox": [1.5, 2.0, 30.25, 40.0], "score": 0.9}
+    read = read_box_file(path)
+    assert sorted(read) == ["a.jpg", "b.jpg"]
+    np.testing.assert_array_equal(read["a.jpg"][0], boxes[0])
+    assert read["b.jpg"][1] == 0.4
+
+
+def test_box_file_variants_best_score_wins(tmp_path):
+    as_list = tmp_path / "list.json"
+    as_list.write_text(json.dumps([
+        {"image_name": "a.jpg", "bbox": [0, 0, 10, 10], "score": 0.2},
+        {"image_name": "a.jpg", "bbox": [5, 5, 20, 20], "score": 0.7},
+        {"filename": "b.jpg", "bbox": [1, 1, 2, 2]},
+    ]))
+    read = read_box_file(str(as_list))
+    np.testing.assert_array_equal(read["a.jpg"][0], [5, 5, 20, 20])
+    assert read["b.jpg"][1] == 1.0  # score defaults to 1
+    keyed = tmp_path / "keyed.json"
+    keyed.write_text(json.dumps({"a.jpg": [{"bbox": [0, 0, 4, 4], "score": 0.1},
+                                           {"bbox": [1, 1, 3, 3], "score": 0.3}],
+                                 "b.jpg": {"bbox": [2, 2, 6, 6]}}))
+    read = read_box_file(str(keyed))
+    np.testing.assert_array_equal(read["a.jpg"][0], [1, 1, 3, 3])
+    np.testing.assert_array_equal(read["b.jpg"][0], [2, 2, 6, 6])
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"bbox": [0, 0, 1, 1]}, "filename"),
+    ({"filename": "a.jpg"}, "no 'bbox'"),
+    ({"filename": "a.jpg", "bbox": [0, 0, 0, 5]}, "w, h > 0"),
+    ({"filename": "a.jpg", "bbox": [0, 0, 5]}, r"\[x, y, w, h\]"),
+    ({"filename": "a.jpg", "bbox": [0, 0, 5, 5], "score": "high"}, "score"),
+])
+def test_bad_box_file_entries_are_named(tmp_path, entry, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([{"filename": "ok.jpg", "bbox": [0, 0, 1, 1]}, entry]))
+    with pytest.raises(DatasetFormatError, match=f"entry 1.*{message}"):
+        read_box_file(str(path))
+
+
+# --------------------------------------------------------------------------------- 'file' path
+def test_file_source_gives_the_crops_of_its_boxes(data_root, tmp_path):
+    names = [e["filename"] for e in json.loads((data_root / "synthetic/validation.json")
+                                               .read_text())]
+    boxes = np.array([[10, 20, 40, 40], [0, 0, 60, 30], [100, 50, 20, 80], [5, 5, 10, 10],
+                      [30, 30, 50, 50]], dtype=float)
+    path = write_box_file(str(tmp_path / "det.json"), names, boxes, np.linspace(0.1, 0.5, 5))
+    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="file", TEST__SPEED_BBOX_FILE=path)
+    ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE)
+    centres = np.array([rec["center"] for rec in ds.db])
+    np.testing.assert_allclose(centres, boxes[:, :2] + boxes[:, 2:] / 2)
+    sides = np.array([rec["scale"][0] * 200 for rec in ds.db])
+    np.testing.assert_allclose(sides, boxes[:, 2:].max(axis=1) * 1.25, rtol=1e-6)
+    assert [rec["score"] for rec in ds.db] == pytest.approx(np.linspace(0.1, 0.5, 5))
+    # The true landmarks still come along for scoring.
+    assert np.all(ds.db[0]["joints_3d_vis"][:, 0] == 1)
+
+
+def test_file_source_names_an_image_without_a_box(data_root, tmp_path):
+    path = write_box_file(str(tmp_path / "det.json"), ["img000003.jpg"], [[0, 0, 9, 9]])
+    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="file", TEST__SPEED_BBOX_FILE=path)
+    with pytest.raises(DatasetFormatError, match="no box for 'img000004.jpg'"):
+        SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE)
+
+
+# ------------------------------------------------------------------------------- 'model' path
+def test_boxes_from_landmarks_hand_case():
+    landmarks = np.array([[
+        [10.0, 20.0, 0.9], [30.0, 60.0, 0.5], [20.0, 40.0, 0.05], [500.0, 500.0, 0.0],
+    ], [
+        [10.0, 10.0, 0.9], [11.0, 11.0, 0.01], [12.0, 12.0, 0.0], [13.0, 13.0, 0.0],
+    ], [
+        [2.0, 5.0, 1.0], [98.0, 10.0, 1.0], [50.0, 95.0, 1.0], [50.0, 50.0, 1.0],
+    ]])
+    boxes, scores = two_stage.boxes_from_landmarks(landmarks, 0.1, 1.5, 100, 100)
+    # Image 0: confident (10, 20) and (30, 60): centre (20, 40), 20 x 40 enlarged to 30 x 60.
+    np.testing.assert_allclose(boxes[0], [5.0, 10.0, 30.0, 60.0])
+    assert scores[0] == pytest.approx(0.7)
+    # Image 1: one confident landmark spans no box: the whole image, score 0.
+    np.testing.assert_allclose(boxes[1], [0.0, 0.0, 99.0, 99.0])
+    assert scores[1] == 0
+    # Image 2: the enlarged box is clipped to the image.
+    np.testing.assert_allclose(boxes[2], [0.0, 0.0, 99.0, 99.0])
+
+
+def write_coarse_model(tmp_path: Path) -> tuple[str, str]:
+    """A tiny coarse config file and the weights of a randomly initialised model of it."""
+    coarse = {
+        "WORKERS": 0,
+        "DATASET": {"DATASET": "speed", "ROOT": "/nonexistent", "KEYPOINTS_FILE": "x.json",
+                    "SPEED_FULL_IMAGE": True},
+        "MODEL": {"NAME": "pose_hrnet", "NUM_JOINTS": 11, "IMAGE_SIZE": [64, 40],
+                  "HEATMAP_SIZE": [16, 10], "EXTRA": TINY_HRNET},
+        "TEST": {"BATCH_SIZE_PER_GPU": 2, "POST_PROCESS": True},
+    }
+    cfg_file = tmp_path / "coarse.yaml"
+    cfg_file.write_text(yaml.safe_dump(coarse))
+    config = two_stage.coarse_config(fine_cfg(tmp_path, TEST__SPEED_COARSE_CFG=str(cfg_file)))
+    torch.manual_seed(0)
+    model = build_model(config, is_train=True)
+    weights = tmp_path / "coarse.pth"
+    torch.save(model.state_dict(), weights)
+    return str(cfg_file), str(weights)
+
+
+@pytest.mark.parametrize("conf_threshold", [0.1, -1.0])
+def test_model_source_end_to_end_with_a_tiny_coarse_model(data_root, tmp_path, conf_threshold):
+    cfg_file, weights = write_coarse_model(tmp_path)
+    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="model", TEST__SPEED_COARSE_CFG=cfg_file,
+                   TEST__SPEED_COARSE_MODEL_FILE=weights,
+                   TEST__SPEED_COARSE_CONF_THRE=conf_threshold)
+    path = two_stage.build_coarse_boxes(cfg, "validation", str(tmp_path / "out"))
+    assert path == str(tmp_path / "out" / "speed_boxes_validation.json")
+    boxes = read_box_file(path)
+    assert sorted(boxes) == [f"img{n:06d}.jpg" for n in range(3, 8)]
+    for box, score in boxes.values():
+        x, y, w, h = box
+        assert 0 <= x and 0 <= y and w >= 1 and h >= 1
+        assert x + w <= WIDTH - 1 + 1e-9 and y + h <= HEIGHT - 1 + 1e-9
+        assert 0.0 <= score
+    if conf_threshold < 0:  # every landmark counts: a real box from the coarse landmarks
+        assert all(score != 0 for _, score in boxes.values())
+    # The fine data set takes the file as its crops.
+    ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE, bbox_file=path)
+    assert ds.box_source == "model" and len(ds) == 5
+    model_input, _, _, meta = ds[0]
+    assert model_input.shape == (3, 64, 64)
+    box = boxes[meta["filename"]][0]
+    np.testing.assert_allclose(meta["center"], box[:2] + box[2:] / 2, rtol=1e-6)
+
+
+def test_coarse_config_is_read_over_pristine_defaults(tmp_path):
+    """tools/train.py merges the fine experiment into the shared defaults; none of it may leak
+    into the coarse model's config."""
+    cfg_file, _ = write_coarse_model(tmp_path)
+    fine = fine_cfg(Path("/data/speed"), TEST__SPEED_COARSE_CFG=cfg_file)
+    was_frozen = default_cfg.is_frozen()
+    default_cfg.defrost()
+    default_cfg.MODEL.EXTRA.STAGE3 = CN({"NUM_MODULES": 1})
+    default_cfg.MODEL.SIGMA = 3
+    try:
+        coarse = two_stage.coarse_config(fine)
+    finally:
+        del default_cfg.MODEL.EXTRA["STAGE3"]
+        default_cfg.MODEL.SIGMA = 2
+        if was_frozen:
+            default_cfg.freeze()
+    assert "STAGE3" not in coarse.MODEL.EXTRA and coarse.MODEL.SIGMA == 2
+    assert coarse.MODEL.IMAGE_SIZE == [64, 40] and coarse.DATASET.SPEED_FULL_IMAGE is True
+    assert coarse.DATASET.ROOT == "/data/speed"
+    assert coarse.DATASET.KEYPOINTS_FILE == "keypoints.json"
+
+
+def test_model_source_needs_its_files(data_root):
+    with pytest.raises(ValueError, match="SPEED_COARSE_CFG"):
+        two_stage.build_coarse_boxes(fine_cfg(data_root, TEST__SPEED_BBOX="model"),
+                                     "validation", "/tmp")
+    with pytest.raises(ValueError, match="coarse model's box file"):
+        SpeedDataset(fine_cfg(data_root, TEST__SPEED_BBOX="model"), str(data_root),
+                     "validation", False, NORMALIZE)
+
+
+def test_engine_hook_builds_the_box_file_only_for_the_model_source(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(two_stage, "build_coarse_boxes",
+                        lambda cfg, image_set, out: calls.append((image_set, out)) or "b.json")
+    built = []
+    monkeypatch.setattr(engine, "build_dataset",
+                        lambda cfg, image_set, is_train, transform, **kw: built.append(kw))
+    engine._datasets(fine_cfg(tmp_path), train_too=False, output_dir="out")
+    engine._datasets(fine_cfg(tmp_path, TEST__SPEED_BBOX="model"), train_too=True,
+                     output_dir="out")
+    human = fine_cfg(tmp_path, TEST__SPEED_BBOX="model")
+    human.DATASET.DATASET = "coco"
+    engine._datasets(human, train_too=False, output_dir="out")
+    assert calls == [("validation", "out")]
+    assert built == [{}, {"bbox_file": "b.json"}, {}, {}]  # the training set never gets one

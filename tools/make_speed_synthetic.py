@@ -1,0 +1,48 @@
+"""Render the embedded SPEED+-layout spacecraft data set (see lib/dataset/speed_synthetic.py).
+
+Example: python tools/make_speed_synthetic.py --out data/speed_synthetic --train 300 --val 60
+         --test 60 --seed 0 --width 640 --height 400
+"""
+import _init_paths  # noqa: F401, I001  (puts the repository root on sys.path)
+
+import argparse
+import sys
+
+from lib.dataset.speed_synthetic import write_speed_synthetic
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output folder (created if absent)")
+    parser.add_argument("--train", type=int, required=True, help="number of training images")
+    parser.add_argument("--val", type=int, required=True, help="number of validation images")
+    parser.add_argument("--test", type=int, required=True, help="number of test images")
+    parser.add_argument("--seed", type=int, required=True, help="same seed, same bytes")
+    parser.add_argument("--width", type=int, default=1920, help="image width (SPEED: 1920)")
+    parser.add_argument("--height", type=int, default=1200, help="image height (SPEED: 1200)")
+    parser.add_argument("--earth-fraction", type=float, default=0.3,
+                        help="fraction of images with an Earth background")
+    parser.add_argument("--distance", type=float, nargs=2, default=(3.0, 12.0),
+                        metavar=("MIN", "MAX"), help="camera distance range in metres (3-40)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        counts = write_speed_synthetic(
+            args.out, args.train, args.val, args.test, args.seed, width=args.width,
+            height=args.height, earth_fraction=args.earth_fraction,
+            distance_range=tuple(args.distance), show_progress=not args.quiet,
+        )
+    except ValueError as err:
+        print(f"make_speed_synthetic.py: error: {err}", file=sys.stderr)
+        return 2
+    summary = ", ".join(f"{count} {name}" for name, count in counts.items())
+    print(f"wrote {summary} images ({args.width}x{args.height}) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
