@@ -8,7 +8,8 @@ import pytest
 
 from lib.config import ConfigKeyError, cfg, merge_from_file, merge_from_list, update_config
 
-EXPERIMENTS = sorted(glob.glob("experiments/*/*/*.yaml"))
+EXPERIMENTS = sorted(glob.glob("experiments/coco/*/*.yaml")
+                     + glob.glob("experiments/mpii/*/*.yaml"))
 
 CONTRACT_DEFAULTS = {
     "OUTPUT_DIR": "", "LOG_DIR": "", "DATA_DIR": "", "GPUS": (0,), "WORKERS": 4,
@@ -54,6 +55,13 @@ def test_contract_default(key):
 
 def test_extra_accepts_architecture_keys():
     assert cfg.MODEL.EXTRA.is_new_allowed()
+
+
+def test_spacecraft_experiment_files_parse():
+    for path in sorted(glob.glob("experiments/speed/*/*.yaml")):
+        c = cfg.clone()
+        merge_from_file(c, path)
+        assert c.DATASET.DATASET == "speed" and c.MODEL.NUM_JOINTS == 11
 
 
 def test_fifteen_original_experiment_files_parse():
