@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log", default="log/speed_demo", help="tensorboard logs")
     parser.add_argument("--coarse-cfg", default="experiments/speed/hrnet/demo_coarse.yaml")
     parser.add_argument("--fine-cfg", default="experiments/speed/hrnet/demo_fine.yaml")
-    parser.add_argument("--train", type=int, default=2400, help="training images to render")
+    parser.add_argument("--train", type=int, default=4000, help="training images to render")
     parser.add_argument("--val", type=int, default=100, help="validation images to render")
     parser.add_argument("--test", type=int, default=100, help="test images to render")
     parser.add_argument("--width", type=int, default=640, help="rendered image width")

@@ -229,16 +229,6 @@ class SpeedDataset(JointsDataset):
                       & (y >= 0) & (y <= self.camera.height - 1))
         return pixels, inside
 
-    def _whole_image_center_scale(self) -> tuple[np.ndarray, np.ndarray]:
-        """The whole image at the input's aspect ratio, unpadded."""
-        w, h = float(self.camera.width), float(self.camera.height)
-        center = np.array([(w - 1) * 0.5, (h - 1) * 0.5], dtype=np.float32)
-        if w > self.aspect_ratio * h:
-            h = w / self.aspect_ratio
-        else:
-            w = h * self.aspect_ratio
-        return center, np.array([w / self.pixel_std, h / self.pixel_std], dtype=np.float32)
-
     def _boxes(self, pixels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Crop boxes N x 4 (x, y, w, h) and scores N for the configured source."""
         n = len(self.labels)
@@ -273,7 +263,7 @@ class SpeedDataset(JointsDataset):
             visible = inside.astype(np.float64)
 
         if self.full_image:
-            center, scale = self._whole_image_center_scale()
+            center, scale = self._image_center_scale(self.camera.width, self.camera.height)
             centers, scales = [center] * n, [scale] * n
             scores = np.ones(n)
         else:
