@@ -343,6 +343,7 @@ class SpeedDataset(JointsDataset):
                  ) -> tuple[OrderedDict, float]:
         """Pose by PnP for every image -> submission CSV -> scores (labelled sets).
 
+        The CSV is ``submission_path(output_dir, image_set)`` (``..._oracle.csv`` for GT crops).
         Returns (scores by name, the ESA score); names carry ORACLE_SUFFIX when the crops came
         from the ground truth. An unlabelled set only gets its submission: the table holds the
         image and PnP-failure counts and the perf is NaN.
