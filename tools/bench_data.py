@@ -22,12 +22,12 @@ import _init_paths  # noqa: F401
 import cv2
 import numpy as np
 import torch
-import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lib.config import cfg, update_config
 from lib.dataset import build_dataset, configure_opencv_for_workers
 from lib.dataset.JointsDataset import JointsDataset, _reference_getitem
+from lib.utils.transforms import input_transform
 
 
 class ReferenceItems(Dataset):
@@ -114,9 +114,8 @@ def main() -> None:
     cfg.DATASET.ROOT = args.data or tmp.name
     cfg.freeze()
 
-    normalize = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     dataset = build_dataset(cfg, cfg.DATASET.TRAIN_SET, True,
-                            T.Compose([T.ToTensor(), normalize]))
+                            input_transform())
     reference = ReferenceItems(dataset)
     print(f"data: {cfg.DATASET.ROOT} ({cfg.DATASET.DATASET} {cfg.DATASET.TRAIN_SET}, "
           f"{len(dataset)} samples), input {list(cfg.MODEL.IMAGE_SIZE)}, "

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torchvision.transforms as T
 from tensorboardX import SummaryWriter
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
@@ -42,12 +41,11 @@ from lib.utils.runtime import (
     select_device,
     set_rng_state,
 )
+from lib.utils.transforms import input_transform
 from lib.utils.utils import create_logger, get_optimizer, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
-# ImageNet statistics: the pretrained backbones expect inputs normalised with them.
-NORMALIZE = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
 
 
 @dataclass
@@ -117,7 +115,7 @@ def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
 
 
 def _datasets(cfg, train_too: bool, output_dir: str = ""):
-    transform = T.Compose([T.ToTensor(), NORMALIZE])
+    transform = input_transform()
     # Spacecraft two-stage (TEST.SPEED_BBOX 'model'): the coarse model's box file comes first.
     extra = two_stage_dataset_kwargs(cfg, output_dir)
     valid = build_dataset(cfg, cfg.DATASET.TEST_SET, False, transform, **extra)

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms as T
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -18,8 +17,7 @@ from lib.core.inference import get_final_preds
 from lib.dataset import register
 from lib.dataset.image_boxes import ImageBoxesDataset
 from lib.dataset.JointsDataset import configure_opencv_for_workers
-
-IMAGENET_NORMALIZE = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+from lib.utils.transforms import input_transform
 
 
 class DetectionFileError(ValueError):
@@ -68,8 +66,7 @@ def predict_keypoints(cfg, model: nn.Module, items: Sequence[tuple[str, Sequence
     through the validation forward (flip test, AMP) and decoding.
     """
     flip_pairs = getattr(register.get(cfg.DATASET.DATASET), "flip_pairs", None)
-    dataset = ImageBoxesDataset(cfg, items, flip_pairs, T.Compose([T.ToTensor(),
-                                                                   IMAGENET_NORMALIZE]),
+    dataset = ImageBoxesDataset(cfg, items, flip_pairs, input_transform(),
                                 read_grayscale=read_grayscale, whole_image=whole_image)
     configure_opencv_for_workers(cfg.WORKERS)
     loader = DataLoader(dataset, batch_size=cfg.TEST.BATCH_SIZE_PER_GPU, shuffle=False,

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms as T
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
@@ -24,13 +23,12 @@ from lib.core.inference import get_final_preds
 from lib.dataset.speed import SpeedDataset, write_box_file
 from lib.utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
 from lib.utils.runtime import autocast, select_device
+from lib.utils.transforms import input_transform
 
 logger = logging.getLogger(__name__)
 
 MIN_BOX_LANDMARKS = 2  # fewer confident coarse landmarks span no box: use the whole image
 
-# ImageNet statistics, as the engine normalises every input.
-_NORMALIZE = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
 
 
 def _pristine_defaults() -> CfgNode:
@@ -133,7 +131,7 @@ def build_coarse_boxes(cfg: CfgNode, image_set: str, output_dir: str) -> str:
     fine model to ``output_dir/speed_boxes_<set>.json``; returns that path."""
     coarse_cfg = coarse_config(cfg)
     device = select_device(cfg.GPUS)
-    transform = T.Compose([T.ToTensor(), _NORMALIZE])
+    transform = input_transform()
     dataset = SpeedDataset(coarse_cfg, coarse_cfg.DATASET.ROOT, image_set, False, transform)
     model = load_coarse_model(coarse_cfg, cfg.TEST.SPEED_COARSE_MODEL_FILE, device)
     landmarks = predict_landmarks(coarse_cfg, model, dataset, device)

@@ -15,6 +15,9 @@ import cv2
 import numpy as np
 
 PIXEL_STD = 200.0  # the unit of `scale`; a property of the published data formats
+# ImageNet statistics: the pretrained backbones expect inputs normalised with them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ArrayOrTensor = TypeVar("ArrayOrTensor")
 
@@ -130,3 +133,11 @@ def crop(img: np.ndarray, center: Sequence[float], scale: Sequence[float],
     trans = get_affine_transform(center, scale, rot, output_size)
     return cv2.warpAffine(img, trans, (int(output_size[0]), int(output_size[1])),
                           flags=cv2.INTER_LINEAR)
+
+
+def input_transform():
+    """ToTensor then ImageNet Normalize: what every model input goes through (the data sets
+    recognise this pair and apply it as one lookup table)."""
+    import torchvision.transforms as T
+
+    return T.Compose([T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
