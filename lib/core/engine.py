@@ -40,6 +40,7 @@ from lib.utils.runtime import (
     seed_worker,
     select_device,
     set_rng_state,
+    usable_gpus,
 )
 from lib.utils.transforms import input_transform
 from lib.utils.utils import create_logger, get_optimizer, save_checkpoint
@@ -59,6 +60,7 @@ class RunContext:
     world_size: int
     local_rank: int
     data_parallel: bool
+    gpus: tuple[int, ...]           # the GPUS entries that exist here (DataParallel's devices)
 
 
 def _setup(cfg, cfg_file: str, phase: str) -> RunContext:
@@ -69,8 +71,10 @@ def _setup(cfg, cfg_file: str, phase: str) -> RunContext:
     torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
     torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
     device = select_device(cfg.GPUS, local_rank if world > 1 else None)
-    data_parallel = device.type == "cuda" and world == 1 and len(cfg.GPUS) > 1
-    return RunContext(output_dir, tb_log_dir, device, rank, world, local_rank, data_parallel)
+    gpus = usable_gpus(cfg.GPUS) if world == 1 else ()
+    data_parallel = device.type == "cuda" and len(gpus) > 1
+    return RunContext(output_dir, tb_log_dir, device, rank, world, local_rank, data_parallel,
+                      gpus)
 
 
 def _wrap_model(cfg, model: nn.Module, ctx: RunContext) -> nn.Module:
@@ -84,7 +88,7 @@ def _wrap_model(cfg, model: nn.Module, ctx: RunContext) -> nn.Module:
         device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     elif ctx.data_parallel:
-        model = nn.DataParallel(model, device_ids=list(cfg.GPUS))
+        model = nn.DataParallel(model, device_ids=list(ctx.gpus))
     if cfg.MODEL.COMPILE:
         model = torch.compile(model)
     return model
@@ -97,7 +101,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
     per_device = cfg.TRAIN.BATCH_SIZE_PER_GPU if train_split else cfg.TEST.BATCH_SIZE_PER_GPU
-    batch_size = per_device * (len(cfg.GPUS) if ctx.data_parallel else 1)
+    batch_size = per_device * (len(ctx.gpus) if ctx.data_parallel else 1)
     if ctx.world_size > 1:
         sampler = (DistributedSampler(dataset, ctx.world_size, ctx.rank,
                                       shuffle=cfg.TRAIN.SHUFFLE, seed=max(cfg.SEED, 0))

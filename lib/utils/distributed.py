@@ -31,6 +31,12 @@ def init_distributed() -> tuple[int, int, int]:
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
+            if local_rank >= torch.cuda.device_count():
+                raise RuntimeError(
+                    f"LOCAL_RANK {local_rank} has no GPU: this machine has "
+                    f"{torch.cuda.device_count()} CUDA device(s); launch torchrun with "
+                    f"--nproc_per_node <= {torch.cuda.device_count()} (or hide CUDA with "
+                    "CUDA_VISIBLE_DEVICES= to run the processes on the CPU with gloo)")
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return rank, world, local_rank

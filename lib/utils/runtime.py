@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 from typing import Any
@@ -13,14 +14,34 @@ import torch
 logger = logging.getLogger(__name__)
 
 
+def usable_gpus(gpus: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """The GPUS entries this machine has; a model-zoo config that names four GPUs still runs
+    on one (with a warning), and a machine without CUDA gets ()."""
+    if not torch.cuda.is_available():
+        return ()
+    count = torch.cuda.device_count()
+    present = tuple(dict.fromkeys(int(g) for g in gpus if 0 <= int(g) < count))
+    if len(present) < len(gpus):
+        _warn_missing_gpus(tuple(int(g) for g in gpus), count, present or (0,))
+    return present or (0,)
+
+
+@functools.cache
+def _warn_missing_gpus(gpus: tuple[int, ...], count: int, used: tuple[int, ...]) -> None:
+    """Once per configuration, however often the device is looked up."""
+    missing = sorted(set(gpus) - set(used))
+    logger.warning("GPUS %s: device(s) %s do not exist on this machine (%d CUDA device(s));"
+                   " using %s", gpus, missing, count, used)
+
+
 def select_device(gpus: tuple[int, ...] | list[int], local_rank: int | None = None
                   ) -> torch.device:
-    """CUDA when present (the local rank's GPU under torchrun, else the first of GPUS), else CPU.
-
-    A config that names GPUs on a machine without CUDA runs on the CPU with one warning.
+    """CUDA when present (the local rank's GPU under torchrun, else the first usable of GPUS),
+    else CPU. A config that names GPUs on a machine without CUDA runs on the CPU with one
+    warning.
     """
     if torch.cuda.is_available():
-        index = local_rank if local_rank is not None else (gpus[0] if len(gpus) else 0)
+        index = local_rank if local_rank is not None else usable_gpus(gpus)[0]
         return torch.device("cuda", index)
     if len(gpus):
         logger.warning("GPUS %s requested but CUDA is not available: running on the CPU",
