@@ -266,3 +266,19 @@ def test_model_summary_tool_prints_params_and_gflops():
         cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
     )
     assert 'pose_hrnet 256x192 (HxW): 28.54M params, 7.12 GFLOPs' in result.stdout
+
+
+def test_light_stem_and_layer1_are_configurable():
+    cfg = small_hrnet_cfg()
+    cfg.MODEL.EXTRA.STEM_CHANNELS = 16
+    cfg.MODEL.EXTRA.LAYER1_PLANES = 8
+    cfg.MODEL.EXTRA.LAYER1_BLOCKS = 1
+    model = build_model(cfg, is_train=False).eval()
+    assert model.conv2.weight.shape == (16, 16, 3, 3)
+    assert len(model.layer1) == 1 and model.layer1[0].conv3.weight.shape == (32, 8, 1, 1)
+    assert model.transition1[0][0].weight.shape == (4 * 4, 32, 3, 3)  # Bottleneck planes 4
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 32)).shape == (1, 5, 16, 8)
+    cfg.MODEL.EXTRA.LAYER1_BLOCKS = 0
+    with pytest.raises(ValueError, match='LAYER1_BLOCKS'):
+        build_model(cfg, is_train=False)

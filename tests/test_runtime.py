@@ -1,4 +1,4 @@
-"""Device choice when the config names GPUs the machine may not have."""
+"""Run-level decisions: which device a config gets, which epoch becomes model_best."""
 
 import logging
 
@@ -38,3 +38,14 @@ def test_only_absent_gpus_fall_back_to_the_first(fake_cuda):
     assert runtime.usable_gpus(()) == (0,)
     assert runtime.select_device((5, 6)) == torch.device("cuda", 0)
     assert runtime.select_device((0,), local_rank=0) == torch.device("cuda", 0)
+
+
+def test_best_model_ranks_by_the_perf_direction_and_skips_unlabelled_perf():
+    from lib.core.engine import _is_better
+
+    assert _is_better(0.7, None, True) and _is_better(0.3, None, False)
+    assert _is_better(0.71, 0.7, True) and not _is_better(0.69, 0.7, True)
+    assert _is_better(0.2, 0.3, False) and not _is_better(0.4, 0.3, False)  # ESA: lower wins
+    nan = float("nan")
+    assert _is_better(nan, nan, False)     # unlabelled split: the latest epoch is kept
+    assert _is_better(0.5, nan, False)

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from lib.config import cfg as default_cfg
+from lib.config import default_config
 from lib.config import update_config
 from lib.core.engine import run_test, run_training
 from lib.core.speed_two_stage import build_coarse_boxes
@@ -71,7 +71,7 @@ def ensure_data(args: argparse.Namespace) -> str:
 
 def load_config(cfg_file: str, opts: list[str]):
     """The experiment file over a copy of the defaults (the shared defaults stay untouched)."""
-    config = default_cfg.clone()
+    config = default_config()
     update_config(config, argparse.Namespace(cfg=cfg_file, opts=opts))
     return config
 

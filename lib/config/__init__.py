@@ -4,6 +4,7 @@ from lib.config.default import _C as cfg
 from lib.config.default import (
     ConfigKeyError,
     check_keys,
+    default_config,
     merge_from_file,
     merge_from_list,
     update_config,
@@ -15,5 +16,6 @@ __all__ = [
     "merge_from_file",
     "merge_from_list",
     "check_keys",
+    "default_config",
     "ConfigKeyError",
 ]

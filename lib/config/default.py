@@ -46,6 +46,12 @@ _C.MODEL.HEATMAP_SIZE = [64, 64]  # width, height
 _C.MODEL.SIGMA = 2
 # Architecture details (HRNet stages, PoseResNet depth and deconv head) differ per model.
 _C.MODEL.EXTRA = CN(new_allowed=True)
+# New (HRNet): the stem's width and the Bottleneck layer1 before stage 2. The defaults are the
+# published network (and its checkpoint keys); narrower, shallower values make a CPU-sized HRNet
+# whose cost is no longer ~90% stem + layer1 at small widths.
+_C.MODEL.EXTRA.STEM_CHANNELS = 64
+_C.MODEL.EXTRA.LAYER1_PLANES = 64
+_C.MODEL.EXTRA.LAYER1_BLOCKS = 4
 # New: torch.channels_last memory format for the model and its input batches.
 _C.MODEL.CHANNELS_LAST = False
 # New: convert BatchNorm to SyncBatchNorm when training with DistributedDataParallel.
@@ -160,6 +166,14 @@ _C.TEST.PNP_RANSAC_ITERS = 100
 _C.TEST.PNP_RANSAC_CONFIDENCE = 0.99
 # Pose solver: confidence-weighted Levenberg-Marquardt refinement after RANSAC.
 _C.TEST.PNP_REFINE = True
+
+# Taken before any tool merges an experiment into the shared `_C`.
+_PRISTINE = _C.clone()
+
+
+def default_config() -> CN:
+    """A fresh copy of every default, whatever has been merged into the shared ``cfg``."""
+    return _PRISTINE.clone()
 
 
 class ConfigKeyError(KeyError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -135,7 +136,9 @@ def _log_model_size(cfg, model: nn.Module) -> None:
 
 
 def _is_better(new: float, best: float | None, higher_is_better: bool) -> bool:
-    if best is None:
+    """Whether this epoch's perf beats the best so far. A non-finite perf (a validation
+    split without labels) ranks nothing, so the latest epoch becomes model_best."""
+    if best is None or not math.isfinite(new) or not math.isfinite(best):
         return True
     return new > best if higher_is_better else new < best
 

@@ -7,7 +7,6 @@ two-stage run leaves a file that can be inspected, reused and compared with any 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from typing import Any
@@ -18,7 +17,7 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 import lib.models
-from lib.config import merge_from_file
+from lib.config import default_config, merge_from_file
 from lib.core.inference import get_final_preds
 from lib.dataset.speed import SpeedDataset, write_box_file
 from lib.utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
@@ -31,15 +30,6 @@ MIN_BOX_LANDMARKS = 2  # fewer confident coarse landmarks span no box: use the w
 
 
 
-def _pristine_defaults() -> CfgNode:
-    """A fresh copy of every default: tools/train.py merges its experiment into the shared
-    ``lib.config.cfg`` itself, so a clone of that would carry the fine model's keys."""
-    spec = importlib.util.find_spec("lib.config.default")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module._C
-
-
 def coarse_config(cfg: CfgNode) -> CfgNode:
     """TEST.SPEED_COARSE_CFG read over the defaults, looking at the fine run's data
     (DATASET.ROOT, KEYPOINTS_FILE, DATA_FORMAT) with whole-image crops; frozen."""
@@ -47,7 +37,7 @@ def coarse_config(cfg: CfgNode) -> CfgNode:
     if not path:
         raise ValueError("TEST.SPEED_BBOX 'model' needs TEST.SPEED_COARSE_CFG (the coarse "
                          "model's config file)")
-    coarse = _pristine_defaults()
+    coarse = default_config()
     coarse.defrost()
     merge_from_file(coarse, path)
     coarse.DATASET.ROOT = cfg.DATASET.ROOT

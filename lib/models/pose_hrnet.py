@@ -31,9 +31,6 @@ logger = logging.getLogger(__name__)
 
 BLOCKS = {'BASIC': BasicBlock, 'BOTTLENECK': Bottleneck}
 FUSE_METHODS = ('SUM',)
-STEM_CHANNELS = 64
-LAYER1_PLANES = 64
-LAYER1_BLOCKS = 4
 
 
 def make_upsample(in_channels: int, out_channels: int, scale: int) -> nn.Sequential:
@@ -200,15 +197,22 @@ class PoseHighResolutionNet(nn.Module):
         extra = cfg.MODEL.EXTRA
         self.pretrained_layers = list(extra.get('PRETRAINED_LAYERS', ['*']))
 
-        self.conv1 = nn.Conv2d(3, STEM_CHANNELS, 3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(STEM_CHANNELS, momentum=BN_MOMENTUM)
-        self.conv2 = nn.Conv2d(STEM_CHANNELS, STEM_CHANNELS, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(STEM_CHANNELS, momentum=BN_MOMENTUM)
+        # absent keys (an EXTRA built by hand) mean the published stem and layer1
+        stem = int(extra.get('STEM_CHANNELS', 64))
+        layer1_planes = int(extra.get('LAYER1_PLANES', 64))
+        layer1_blocks = int(extra.get('LAYER1_BLOCKS', 4))
+        if min(stem, layer1_planes, layer1_blocks) < 1:
+            raise ValueError('MODEL.EXTRA.STEM_CHANNELS, LAYER1_PLANES and LAYER1_BLOCKS must be '
+                             f'positive, got {stem}, {layer1_planes}, {layer1_blocks}')
+        self.conv1 = nn.Conv2d(3, stem, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem, momentum=BN_MOMENTUM)
+        self.conv2 = nn.Conv2d(stem, stem, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(stem, momentum=BN_MOMENTUM)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = make_residual_layer(Bottleneck, STEM_CHANNELS, LAYER1_PLANES, LAYER1_BLOCKS)
+        self.layer1 = make_residual_layer(Bottleneck, stem, layer1_planes, layer1_blocks)
 
         # Stage k is registered as 'transition{k-1}' + 'stage{k}', the original names.
-        channels = [LAYER1_PLANES * Bottleneck.expansion]
+        channels = [layer1_planes * Bottleneck.expansion]
         stage_names = configured_stages(extra)
         self.num_stages = len(stage_names)
         max_branches = 1
