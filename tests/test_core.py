@@ -105,3 +105,42 @@ def test_accuracy_known_answer():
 def test_accuracy_no_visible_joint():
     acc, avg_acc, cnt, _ = accuracy(np.zeros((2, 3, 8, 8)), np.zeros((2, 3, 8, 8)))
     assert cnt == 0 and avg_acc == 0 and list(acc) == [0, -1, -1, -1]
+
+
+def _gaussian_heatmaps(centres: np.ndarray, sigma: float, height: int, width: int) -> np.ndarray:
+    ys, xs = np.mgrid[0:height, 0:width]
+    cx, cy = centres[..., 0, None, None], centres[..., 1, None, None]
+    return np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2)).astype(np.float32)
+
+
+def test_dark_finds_subpixel_centres_that_the_quarter_step_misses():
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(3, 28, size=(4, 11, 2))          # N x J x (x, y) on 32 x 32
+    hm = _gaussian_heatmaps(centres, 2.0, 32, 32)
+    cfg = _cfg(True)
+    cfg.defrost()
+    cfg.MODEL = CfgNode({"SIGMA": 2})
+    # identity crop: centre (16, 16), scale so that the box is 32 x 32 px -> image == heatmap
+    center, scale = np.full((4, 2), 16.0), np.full((4, 2), 32 / 200)
+    cfg.TEST.SUBPIXEL_METHOD = "dark"
+    dark, _ = get_final_preds(cfg, hm, center, scale)
+    cfg.TEST.SUBPIXEL_METHOD = "quarter"
+    quarter, _ = get_final_preds(cfg, hm, center, scale)
+    dark_err, quarter_err = np.abs(dark - centres), np.abs(quarter - centres)
+    # exact up to the smoothing's truncation at the border (3 px from it: < 0.05 px)
+    assert dark_err.max() < 0.05 and np.median(dark_err) < 1e-3
+    assert quarter_err.max() > 0.2 and np.median(quarter_err) > 0.05
+    cfg.TEST.SUBPIXEL_METHOD = "bilinear"
+    with pytest.raises(ValueError, match="SUBPIXEL_METHOD"):
+        get_final_preds(cfg, hm, center, scale)
+
+
+def test_dark_leaves_border_and_flat_maps_alone():
+    from lib.core.inference import dark_offset
+
+    hm = np.zeros((1, 3, 8, 8), dtype=np.float32)
+    hm[0, 0, 0, 5] = 1.0                      # on the border
+    hm[0, 2, 4, 4] = 1.0                      # a single hot pixel: refined to itself
+    coords = np.array([[[5.0, 0.0], [0.0, 0.0], [4.0, 4.0]]])
+    out = dark_offset(hm, coords, sigma=1.0)
+    np.testing.assert_allclose(out, coords, atol=1e-6)

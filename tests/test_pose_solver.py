@@ -141,3 +141,19 @@ def test_inliers_bunched_together_are_a_failure_not_a_distant_pose():
     bunched = observed.mean(axis=0) + (observed - observed.mean(axis=0)) * 0.05
     solution = solve_pose(bunched, None, landmarks_3d, camera, ransac_reproj_err=5.0)
     assert not solution.success and "too close together" in solution.reason
+
+
+def test_retries_at_a_doubled_tolerance_turn_noisy_failures_into_poses():
+    q, r = random_poses(10, seed=5, distance=(4.0, 6.0))
+    noise = np.random.default_rng(6).normal(0.0, 6.0, (10, 11, 2))
+    strict_failures, errors = 0, []
+    for q_true, r_true, n in zip(q, r, noise, strict=True):
+        observed = project_points(LANDMARKS, q_true, r_true, K) + n
+        strict = solve_pose(observed, None, LANDMARKS, K, ransac_reproj_err=1.0)
+        strict_failures += not strict.success
+        retried = solve_pose(observed, None, LANDMARKS, K, ransac_reproj_err=1.0,
+                             ransac_retries=4)                       # up to 16 px
+        assert retried.success, retried.reason
+        errors.append(np.rad2deg(rotation_error(q_true, retried.q))[0])
+    assert strict_failures >= 5
+    assert np.median(errors) < 5.0

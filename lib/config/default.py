@@ -107,6 +107,10 @@ _C.TEST = CN()
 _C.TEST.BATCH_SIZE_PER_GPU = 32
 _C.TEST.FLIP_TEST = False
 _C.TEST.POST_PROCESS = False
+# New: the sub-pixel step of POST_PROCESS: 'quarter' (the original: a quarter pixel towards the
+# higher neighbour) or 'dark' (Newton step on the log of the smoothed heatmap, after DARK,
+# Zhang et al. CVPR 2020; the smoothing is MODEL.SIGMA).
+_C.TEST.SUBPIXEL_METHOD = 'quarter'
 _C.TEST.SHIFT_HEATMAP = False
 _C.TEST.USE_GT_BBOX = False
 _C.TEST.IMAGE_THRE = 0.1
@@ -164,6 +168,8 @@ _C.TEST.PNP_CONF_THRE = 0.1
 _C.TEST.PNP_RANSAC_REPROJ_ERR = 5.0
 _C.TEST.PNP_RANSAC_ITERS = 100
 _C.TEST.PNP_RANSAC_CONFIDENCE = 0.99
+# Pose solver: where RANSAC finds no pose, this many more tries, each at twice the tolerance.
+_C.TEST.PNP_RANSAC_RETRIES = 2
 # Pose solver: confidence-weighted Levenberg-Marquardt refinement after RANSAC.
 _C.TEST.PNP_REFINE = True
 

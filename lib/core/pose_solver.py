@@ -7,6 +7,7 @@ recipe). Bad data never raises: an image whose pose cannot be found comes back a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -106,13 +107,15 @@ def solve_pose(
     ransac_iterations: int = 100,
     ransac_confidence: float = 0.99,
     refine: bool = True,
+    ransac_retries: int = 0,
 ) -> PoseSolution:
     """Pose (q, r) of one image from N decoded landmarks (full-image pixels) and confidences.
 
     Landmarks whose confidence is at or below ``conf_threshold`` (or whose coordinates are not
     finite) are dropped; ``cv2.solvePnPRansac`` with EPnP gives the initial pose and inliers,
     then LM refines (rvec, tvec) on the inliers with residuals weighted by sqrt(confidence).
-    ``confidences=None`` means all ones.
+    Where RANSAC finds no pose, up to ``ransac_retries`` more tries double the tolerance each
+    time. ``confidences=None`` means all ones.
     """
     points_2d = np.asarray(landmarks_2d, dtype=np.float64)
     points_3d = np.asarray(landmarks_3d, dtype=np.float64)
@@ -143,6 +146,21 @@ def solve_pose(
     if spread < 1.0:
         return _failure(f"usable landmarks collapse to one point (spread {spread:.2g} px)",
                         len(usable))
+    for attempt in range(max(int(ransac_retries), 0) + 1):
+        # each retry doubles the tolerance: a pose from looser inliers beats none at all
+        solution = _ransac_pose(points_2d, points_3d, conf, usable, camera_matrix, dist,
+                                ransac_reproj_err * 2**attempt, ransac_iterations,
+                                ransac_confidence, refine)
+        if solution.success:
+            break
+    return solution
+
+
+def _ransac_pose(points_2d: np.ndarray, points_3d: np.ndarray, conf: np.ndarray,
+                 usable: np.ndarray, camera_matrix: np.ndarray, dist: np.ndarray,
+                 ransac_reproj_err: float, ransac_iterations: int, ransac_confidence: float,
+                 refine: bool) -> PoseSolution:
+    """EPnP + RANSAC at one tolerance, then the weighted LM refinement of the inliers."""
     try:
         found, rvec, tvec, inliers = cv2.solvePnPRansac(
             points_3d[usable],
@@ -195,6 +213,16 @@ def solve_pose(
         success=True, q=q, r=r, num_used=len(usable), inliers=inlier_index,
         reproj_err_px=rms, refined=refined,
     )
+
+
+def pnp_options(cfg: Any) -> dict[str, Any]:
+    """The solver's keyword arguments from the TEST.PNP_* keys of a config."""
+    return dict(conf_threshold=cfg.TEST.PNP_CONF_THRE,
+                ransac_reproj_err=cfg.TEST.PNP_RANSAC_REPROJ_ERR,
+                ransac_iterations=cfg.TEST.PNP_RANSAC_ITERS,
+                ransac_confidence=cfg.TEST.PNP_RANSAC_CONFIDENCE,
+                ransac_retries=cfg.TEST.PNP_RANSAC_RETRIES,
+                refine=cfg.TEST.PNP_REFINE)
 
 
 def solve_poses(

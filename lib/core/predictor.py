@@ -100,7 +100,7 @@ def predict_spacecraft_poses(cfg, model: nn.Module, images: Sequence[tuple[str, 
     """Two-stage spacecraft pose for (image path, width, height) items: the coarse model
     (TEST.SPEED_COARSE_CFG / _MODEL_FILE) on the whole image gives the box, `model` the
     landmarks in it, PnP with the data set's camera and landmark file the pose."""
-    from lib.core.pose_solver import solve_poses
+    from lib.core.pose_solver import pnp_options, solve_poses
     from lib.core.speed_two_stage import boxes_from_landmarks, coarse_config, load_coarse_model
     from lib.dataset.speed_files import load_camera, read_landmarks
 
@@ -123,11 +123,7 @@ def predict_spacecraft_poses(cfg, model: nn.Module, images: Sequence[tuple[str, 
     fine = predict_keypoints(cfg, model, [(r["image"], r["bbox"], r["score"]) for r in records],
                              read_grayscale=True)
     poses = solve_poses(fine[:, :, :2], fine[:, :, 2], landmarks_3d, camera.matrix,
-                        camera.dist_coeffs, conf_threshold=cfg.TEST.PNP_CONF_THRE,
-                        ransac_reproj_err=cfg.TEST.PNP_RANSAC_REPROJ_ERR,
-                        ransac_iterations=cfg.TEST.PNP_RANSAC_ITERS,
-                        ransac_confidence=cfg.TEST.PNP_RANSAC_CONFIDENCE,
-                        refine=cfg.TEST.PNP_REFINE)
+                        camera.dist_coeffs, **pnp_options(cfg))
     for k, record in enumerate(records):
         record.update(keypoints=np.round(fine[k], 3).tolist(), success=bool(poses.success[k]),
                       reason=poses.reasons[k], q=poses.q[k].tolist(), r=poses.r[k].tolist())

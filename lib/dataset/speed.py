@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from lib.core.pose_metrics import landmark_pixel_error, pose_score_summary
-from lib.core.pose_solver import solve_poses
+from lib.core.pose_solver import pnp_options, solve_poses
 from lib.dataset.JointsDataset import (
     DatasetFormatError,
     JointsDataset,
@@ -351,13 +351,7 @@ class SpeedDataset(JointsDataset):
         preds = self._ordered_predictions(preds, filenames)
         poses = solve_poses(
             preds[:, :, :2], preds[:, :, 2], self.landmarks, self.camera.matrix,
-            self.camera.dist_coeffs,
-            conf_threshold=cfg.TEST.PNP_CONF_THRE,
-            ransac_reproj_err=cfg.TEST.PNP_RANSAC_REPROJ_ERR,
-            ransac_iterations=cfg.TEST.PNP_RANSAC_ITERS,
-            ransac_confidence=cfg.TEST.PNP_RANSAC_CONFIDENCE,
-            refine=cfg.TEST.PNP_REFINE,
-        )
+            self.camera.dist_coeffs, **pnp_options(cfg))
         names = [lab.filename for lab in self.labels]
         csv_file = submission_path(output_dir, self.image_set, self.box_source == "gt")
         write_submission(csv_file, names, poses.q, poses.r, poses.success)
