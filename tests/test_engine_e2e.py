@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from datagen import make_coco_fixture
@@ -126,6 +127,30 @@ def test_test_py_prints_the_table_and_writes_results(trained, coco_root):
     assert (test_out / "output" / RUN / "results" / "keypoints_val2017_results_0.json").is_file()
 
 
+def _perf(proc) -> float:
+    line = [ln for ln in proc.stdout.splitlines() if "perf indicator" in ln][0]
+    return float(line.rsplit(" ", 1)[1].rstrip(")"))
+
+
+def test_bf16_channels_last_testing_keeps_the_fixture_ap(trained, coco_root):
+    out, _ = trained
+    final = str(out / "output" / RUN / "final_state.pth")
+    results = "output/" + RUN + "/results/keypoints_val2017_results_0.json"
+    runs = {}
+    for name, extra in (("plain", []), ("fast", ["TEST.AMP", "True", "MODEL.CHANNELS_LAST",
+                                                 "True", "TEST.FUSE_CONV_BN", "True"])):
+        proc = _run("tools/test.py", _opts(coco_root, out / name)
+                    + ["TEST.MODEL_FILE", final, *extra])
+        with open(out / name / results) as f:
+            runs[name] = (_perf(proc), sorted(json.load(f), key=lambda r: r["image_id"]))
+    (plain_ap, plain), (fast_ap, fast) = runs["plain"], runs["fast"]
+    assert abs(fast_ap - plain_ap) <= 0.1
+    assert len(plain) == len(fast) > 0
+    moved = [abs(a - b) for p, f in zip(plain, fast, strict=True)
+             for a, b in zip(p["keypoints"], f["keypoints"], strict=True)]
+    assert np.median(moved) < 0.5  # pixels: the same argmax almost everywhere
+
+
 def test_auto_resume_is_bit_exact(trained, coco_root, tmp_path):
     out, _ = trained
     _run("tools/train.py", _opts(coco_root, tmp_path, TRAIN__END_EPOCH=1))
@@ -148,8 +173,7 @@ def test_torchrun_two_processes_match_single_process_validation(coco_root, tmp_p
     ddp_perf = load_checkpoint_file(run_dir / "checkpoint.pth")["perf"]
     single = _run("tools/test.py", _opts(coco_root, tmp_path / "single")
                   + ["TEST.MODEL_FILE", str(run_dir / "final_state.pth")], cpu=cpu)
-    line = [ln for ln in single.stdout.splitlines() if "perf indicator" in ln][0]
-    assert float(line.rsplit(" ", 1)[1].rstrip(")")) == pytest.approx(ddp_perf, abs=1e-4)
+    assert _perf(single) == pytest.approx(ddp_perf, abs=1e-4)
     # the gathered predictions equal the single-process ones, person by person
     results = "results/keypoints_val2017_results_0.json"
     with open(run_dir / results) as f:

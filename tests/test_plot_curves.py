@@ -116,3 +116,20 @@ def test_tool_names_the_folder_without_event_files(tmp_path):
          "--out", str(tmp_path / "c.png")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert str(tmp_path) in result.stderr and "no tensorboard event files" in result.stderr
+
+
+def test_validation_panel_goes_log_only_for_mixed_units():
+    from lib.utils.curves import _log_scale_for_mixed_units
+
+    class Axes:
+        scale = None
+
+        def set_yscale(self, scale, **kwargs):
+            self.scale = (scale, kwargs)
+
+    mixed, alike, signed = Axes(), Axes(), Axes()
+    _log_scale_for_mixed_units(mixed, [np.array([0.09, 0.2]), np.array([4.5, 120.0, 0.0])])
+    _log_scale_for_mixed_units(alike, [np.array([0.5, 0.7]), np.array([0.6, 3.0])])
+    _log_scale_for_mixed_units(signed, [np.array([-1.0, 0.01]), np.array([500.0])])
+    assert mixed.scale == ("symlog", {"linthresh": 0.01})
+    assert alike.scale is None and signed.scale is None

@@ -190,6 +190,16 @@ def test_unlabelled_set_predicts_with_boxes_from_a_file(data_root, tmp_path):
     np.testing.assert_allclose(meta["scale"] * 200, [125.0, 125.0])  # 100 x 80 -> square, 1.25
 
 
+def test_a_box_file_handed_over_wins_over_the_oracle_setting(data_root, tmp_path):
+    names = [e["filename"] for e in labels_of(data_root, "synthetic/validation.json")]
+    box_file = write_box_file(str(tmp_path / "boxes.json"), names,
+                              np.tile([40.0, 30.0, 100.0, 80.0], (len(names), 1)))
+    ds = SpeedDataset(make_cfg(), str(data_root), "validation", False, NORMALIZE,
+                      bbox_file=box_file)                     # TEST.SPEED_BBOX is 'gt'
+    assert ds.box_source == "file"
+    np.testing.assert_allclose(ds[0][3]["center"], [90.0, 70.0])
+
+
 def test_unlabelled_set_refuses_oracle_boxes_and_training(data_root):
     with pytest.raises(ValueError, match="no poses.*oracle"):
         SpeedDataset(make_cfg(), str(data_root), "test/test", False, NORMALIZE)

@@ -146,8 +146,9 @@ def resolve_image_set(root: str, image_set: str) -> tuple[str, str]:
 # The data set
 # --------------------------------------------------------------------------------------------
 class SpeedDataset(JointsDataset):
-    """Spacecraft landmarks (DATASET.DATASET 'speed'); ``bbox_file`` overrides
-    TEST.SPEED_BBOX_FILE (the two-stage path passes the coarse model's boxes this way)."""
+    """Spacecraft landmarks (DATASET.DATASET 'speed'). A ``bbox_file`` given here is the crop
+    source ('file', or 'model' when TEST.SPEED_BBOX says so) whatever TEST.SPEED_BBOX_FILE
+    holds: the two-stage path hands over the coarse model's boxes this way."""
 
     flip_pairs = None  # no left/right symmetry: no flip augmentation, no flip test
     read_grayscale = True
@@ -181,6 +182,8 @@ class SpeedDataset(JointsDataset):
 
         self.box_source = "full image" if self.full_image else (
             "gt" if is_train else str(cfg.TEST.SPEED_BBOX))
+        if bbox_file and self.box_source == "gt":
+            self.box_source = "file"  # boxes handed over explicitly win over the oracle
         if self.box_source not in BOX_SOURCES + ("full image",):
             raise ValueError(f"TEST.SPEED_BBOX must be one of {', '.join(BOX_SOURCES)}, got "
                              f"'{cfg.TEST.SPEED_BBOX}'")

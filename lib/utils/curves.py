@@ -136,6 +136,17 @@ def _draw_panel(axes, title: str, tags: list[str], scalars: dict[str, ScalarSeri
     axes.legend(fontsize="small")
 
 
+def _log_scale_for_mixed_units(axes, series: list[np.ndarray]) -> None:
+    """Metrics in different units (a score near 0.1 beside errors in degrees and pixels) share
+    one panel: past two decades a linear axis flattens the small ones, so go (sym)log."""
+    values = np.concatenate([np.asarray(v, np.float64) for v in series]) if series else []
+    values = values[np.isfinite(values)] if len(values) else values
+    positive = values[values > 0] if len(values) else values
+    if not len(positive) or np.any(values < 0) or positive.max() / positive.min() <= 100:
+        return
+    axes.set_yscale("symlog", linthresh=10.0 ** np.floor(np.log10(positive.min())))
+
+
 def plot_curves(scalars: dict[str, ScalarSeries], out_path: str | os.PathLike,
                 title: str = "") -> Path:
     """Write the 2 x 2 figure (losses, accuracy, validation metrics, learning rate) as an image.
@@ -155,6 +166,7 @@ def plot_curves(scalars: dict[str, ScalarSeries], out_path: str | os.PathLike,
     _draw_panel(loss, "loss", ["train_loss", "valid_loss"], scalars, positions, x_label)
     _draw_panel(accuracy, "accuracy", ["train_acc", "valid_acc"], scalars, positions, x_label)
     _draw_panel(validation, "validation metrics", metrics, scalars, positions, x_label)
+    _log_scale_for_mixed_units(validation, [scalars[tag].values for tag in metrics])
     _draw_panel(learning_rate, "learning rate", [LEARNING_RATE], scalars, positions, x_label,
                 step_plot=True)
     rates = scalars.get(LEARNING_RATE)
