@@ -49,3 +49,15 @@ def test_best_model_ranks_by_the_perf_direction_and_skips_unlabelled_perf():
     nan = float("nan")
     assert _is_better(nan, nan, False)     # unlabelled split: the latest epoch is kept
     assert _is_better(0.5, nan, False)
+
+
+def test_an_unknown_subpixel_method_stops_the_run_before_it_starts(tmp_path):
+    from lib.config import default_config
+    from lib.core.engine import run_training
+
+    cfg = default_config()
+    cfg.OUTPUT_DIR, cfg.LOG_DIR = str(tmp_path / "out"), str(tmp_path / "log")
+    cfg.TEST.SUBPIXEL_METHOD = "bilinear"
+    with pytest.raises(ValueError, match="TEST.SUBPIXEL_METHOD must be one of"):
+        run_training(cfg, "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml")
+    assert not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import lib.models
 from lib.core.function import train, validate
+from lib.core.inference import check_subpixel_method
 from lib.core.loss import build_criterion
 from lib.core.speed_two_stage import two_stage_dataset_kwargs
 from lib.dataset import build_dataset
@@ -65,6 +66,7 @@ class RunContext:
 
 
 def _setup(cfg, cfg_file: str, phase: str) -> RunContext:
+    check_subpixel_method(cfg)  # a typo fails now, not after the first epoch
     rank, world, local_rank = distributed.init_distributed()
     _, output_dir, tb_log_dir = create_logger(cfg, cfg_file, phase, rank)
     logger.info("config:\n%s", cfg)

@@ -96,6 +96,15 @@ def dark_offset(heatmaps: np.ndarray, coords: np.ndarray, sigma: float) -> np.nd
     return coords + np.clip(step, -1.0, 1.0) * is_peak[..., None]
 
 
+def check_subpixel_method(config) -> str:
+    """TEST.SUBPIXEL_METHOD, checked when a run starts rather than at its first validation."""
+    method = config.TEST.get("SUBPIXEL_METHOD", "quarter")
+    if method not in SUBPIXEL_METHODS:
+        raise ValueError(f"TEST.SUBPIXEL_METHOD must be one of {SUBPIXEL_METHODS}, "
+                         f"got {method!r}")
+    return method
+
+
 def get_final_preds(config, batch_heatmaps, center: Sequence, scale: Sequence
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints in image pixels (N x J x 2) and their scores (N x J x 1).
@@ -108,14 +117,10 @@ def get_final_preds(config, batch_heatmaps, center: Sequence, scale: Sequence
     coords, maxvals = get_max_preds(heatmaps)
     height, width = heatmaps.shape[2:]
     if config.TEST.POST_PROCESS:
-        method = config.TEST.get("SUBPIXEL_METHOD", "quarter")
-        if method == "quarter":
-            coords = quarter_offset(heatmaps, coords).astype(np.float32)
-        elif method == "dark":
+        if check_subpixel_method(config) == "dark":
             coords = dark_offset(heatmaps, coords, float(config.MODEL.SIGMA)).astype(np.float32)
         else:
-            raise ValueError(f"TEST.SUBPIXEL_METHOD must be one of {SUBPIXEL_METHODS}, "
-                             f"got {method!r}")
+            coords = quarter_offset(heatmaps, coords).astype(np.float32)
 
     preds = np.empty(coords.shape, dtype=np.float64)
     for i in range(coords.shape[0]):
