@@ -190,6 +190,33 @@ def test_model_source_end_to_end_with_a_tiny_coarse_model(data_root, tmp_path, c
     np.testing.assert_allclose(meta["center"], box[:2] + box[2:] / 2, rtol=1e-6)
 
 
+def test_crop_refinement_re_frames_each_crop_on_the_fine_landmarks(data_root, tmp_path):
+    cfg_file, weights = write_coarse_model(tmp_path)
+    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="model", TEST__SPEED_COARSE_CFG=cfg_file,
+                   TEST__SPEED_COARSE_MODEL_FILE=weights, TEST__SPEED_COARSE_CONF_THRE=-1.0,
+                   TEST__SPEED_CROP_REFINE=1)
+    cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
+    torch.manual_seed(1)
+    fine = build_model(cfg, is_train=False).eval()
+    out = tmp_path / "out"
+    path = two_stage.build_coarse_boxes(cfg, "validation", str(out), fine)
+    coarse_path = out / "speed_boxes_validation_coarse.json"
+    assert path == str(out / "speed_boxes_validation.json") and coarse_path.is_file()
+    # the refined box is the box of the fine landmarks found in the coarse crop
+    crops = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE,
+                         bbox_file=str(coarse_path))
+    landmarks = two_stage.predict_landmarks(cfg, fine, crops, torch.device("cpu"))
+    expected, _ = two_stage.boxes_from_landmarks(landmarks, 0.0, 1.0, WIDTH, HEIGHT)
+    refined, coarse = read_box_file(path), read_box_file(str(coarse_path))
+    for name, box in zip([r["filename"] for r in crops.db], expected, strict=True):
+        np.testing.assert_allclose(refined[name][0], box, atol=1e-9)
+    assert any(not np.allclose(refined[n][0], coarse[n][0]) for n in refined)
+    # without a fine model (validation while training) the coarse boxes are the crops
+    plain = two_stage.build_coarse_boxes(cfg, "validation", str(tmp_path / "plain"))
+    np.testing.assert_allclose(read_box_file(plain)["img000003.jpg"][0],
+                               coarse["img000003.jpg"][0])
+
+
 def test_coarse_config_is_read_over_pristine_defaults(tmp_path):
     """tools/train.py merges the fine experiment into the shared defaults; none of it may leak
     into the coarse model's config."""
@@ -224,7 +251,8 @@ def test_model_source_needs_its_files(data_root):
 def test_engine_hook_builds_the_box_file_only_for_the_model_source(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(two_stage, "build_coarse_boxes",
-                        lambda cfg, image_set, out: calls.append((image_set, out)) or "b.json")
+                        lambda cfg, image_set, out, fine: calls.append((image_set, out))
+                        or "b.json")
     built = []
     monkeypatch.setattr(engine, "build_dataset",
                         lambda cfg, image_set, is_train, transform, **kw: built.append(kw))

@@ -24,10 +24,11 @@ from pathlib import Path
 from lib.config import default_config
 from lib.config import update_config
 from lib.core.engine import run_test, run_training
-from lib.core.speed_two_stage import build_coarse_boxes
+from lib.core.speed_two_stage import build_coarse_boxes, load_eval_model
 from lib.dataset.speed import submission_path
 from lib.dataset.speed_files import read_submission, write_submission
 from lib.dataset.speed_synthetic import write_speed_synthetic
+from lib.utils.runtime import select_device
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_FIELDS = ("esa_score", "esa_score_spec2021", "rot_err_deg_mean", "rot_err_deg_median",
@@ -156,13 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     fine_s = time.time() - start - rendered_s - coarse_s
 
     print("== validation split, crops from the coarse model (two-stage)")
-    val_boxes = build_coarse_boxes(fine, fine.DATASET.TEST_SET, fine_dir)
+    fine_model = load_eval_model(fine, fine.TEST.MODEL_FILE, select_device(fine.GPUS))
+    val_boxes = build_coarse_boxes(fine, fine.DATASET.TEST_SET, fine_dir, fine_model)
     run_test(with_options(fine, TEST__SPEED_BBOX="file", TEST__SPEED_BBOX_FILE=val_boxes),
              args.fine_cfg)
     print("== validation split, ORACLE crops (true boxes), for comparison only")
     run_test(with_options(fine, TEST__SPEED_BBOX="gt"), args.fine_cfg)
     print("== test split (unlabelled), crops from the coarse model")
-    test_boxes = build_coarse_boxes(fine, "test/test", fine_dir)
+    test_boxes = build_coarse_boxes(fine, "test/test", fine_dir, fine_model)
     run_test(with_options(fine, DATASET__TEST_SET="test/test", TEST__SPEED_BBOX="file",
                           TEST__SPEED_BBOX_FILE=test_boxes), args.fine_cfg)
     evaluate_s = time.time() - start - rendered_s - coarse_s - fine_s
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  data set               {data}")
     print(f"  coarse model           {coarse_weights}")
     print(f"  fine model             {fine.TEST.MODEL_FILE}")
-    print(f"  coarse boxes           {val_boxes}, {test_boxes}")
+    print(f"  crop boxes             {val_boxes}, {test_boxes} (coarse: *_coarse.json)")
     print(f"  submissions            {val_csv}, {test_csv} (oracle: {oracle_csv})")
     print(f"  overlays               {pictures / 'overlays'}")
     for name, out in curves:

@@ -162,6 +162,9 @@ _C.TEST.SPEED_COARSE_MODEL_FILE = ""
 _C.TEST.SPEED_COARSE_BOX_ENLARGE = 1.1
 # ... a coarse landmark counts as confident above this heatmap maximum.
 _C.TEST.SPEED_COARSE_CONF_THRE = 0.1
+# New (two-stage): passes of the fine model over its own crops, each re-framing the crop around
+# all the landmarks it found (0: the coarse box is the crop).
+_C.TEST.SPEED_CROP_REFINE = 0
 # Pose solver: landmarks with confidence at or below this are not used by PnP.
 _C.TEST.PNP_CONF_THRE = 0.1
 # Pose solver: solvePnPRansac inlier threshold (pixels), iterations and confidence.

@@ -121,10 +121,11 @@ def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
                       worker_init_fn=seed_worker, drop_last=False)
 
 
-def _datasets(cfg, train_too: bool, output_dir: str = ""):
+def _datasets(cfg, train_too: bool, output_dir: str = "", model: nn.Module | None = None):
     transform = input_transform()
-    # Spacecraft two-stage (TEST.SPEED_BBOX 'model'): the coarse model's box file comes first.
-    extra = two_stage_dataset_kwargs(cfg, output_dir)
+    # Spacecraft two-stage (TEST.SPEED_BBOX 'model'): the coarse model's box file comes first
+    # (re-framed by the tested model with TEST.SPEED_CROP_REFINE).
+    extra = two_stage_dataset_kwargs(cfg, output_dir, model)
     valid = build_dataset(cfg, cfg.DATASET.TEST_SET, False, transform, **extra)
     train_set = build_dataset(cfg, cfg.DATASET.TRAIN_SET, True, transform) if train_too else None
     return train_set, valid
@@ -285,7 +286,8 @@ def run_test(cfg, cfg_file: str) -> dict[str, Any]:
         model_file = load_weights_for_test(cfg, model, ctx.output_dir)
         if cfg.TEST.FUSE_CONV_BN:
             model = fuse_conv_bn(model)
-        _, valid_dataset = _datasets(cfg, train_too=False, output_dir=ctx.output_dir)
+        _, valid_dataset = _datasets(cfg, train_too=False, output_dir=ctx.output_dir,
+                                     model=model)
         valid_loader = _loader(cfg, valid_dataset, ctx, train_split=False)
         model = _wrap_model(cfg, model, ctx)
         criterion = build_criterion(cfg).to(ctx.device)

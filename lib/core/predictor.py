@@ -122,6 +122,14 @@ def predict_spacecraft_poses(cfg, model: nn.Module, images: Sequence[tuple[str, 
         records.append({"image": path, "bbox": boxes[0].tolist(), "score": float(scores[0])})
     fine = predict_keypoints(cfg, model, [(r["image"], r["bbox"], r["score"]) for r in records],
                              read_grayscale=True)
+    for _ in range(int(cfg.TEST.SPEED_CROP_REFINE)):  # re-frame each crop on its landmarks
+        for (_, width, height), record, landmarks in zip(images, records, fine, strict=True):
+            boxes, scores = boxes_from_landmarks(landmarks[None], 0.0, 1.0, width, height)
+            if scores[0] > 0:
+                record["bbox"] = boxes[0].tolist()
+        fine = predict_keypoints(cfg, model,
+                                 [(r["image"], r["bbox"], r["score"]) for r in records],
+                                 read_grayscale=True)
     poses = solve_poses(fine[:, :, :2], fine[:, :, 2], landmarks_3d, camera.matrix,
                         camera.dist_coeffs, **pnp_options(cfg))
     for k, record in enumerate(records):
