@@ -286,6 +286,7 @@ def run_test(cfg, cfg_file: str) -> dict[str, Any]:
         model_file = load_weights_for_test(cfg, model, ctx.output_dir)
         if cfg.TEST.FUSE_CONV_BN:
             model = fuse_conv_bn(model)
+        model = model.to(ctx.device)  # the two-stage crop refinement already runs it
         _, valid_dataset = _datasets(cfg, train_too=False, output_dir=ctx.output_dir,
                                      model=model)
         valid_loader = _loader(cfg, valid_dataset, ctx, train_split=False)

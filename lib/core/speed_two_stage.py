@@ -1,5 +1,6 @@
 """Two-stage spacecraft crops: a coarse HRNet on the whole downscaled image finds the landmarks
-roughly, the box around them is the crop of the fine model (TEST.SPEED_BBOX 'model').
+roughly, the box around them is the crop of the fine model (TEST.SPEED_BBOX 'model'); with
+TEST.SPEED_CROP_REFINE the fine model then re-frames that crop on its own landmarks.
 
 The boxes are written in the box-file format of lib.dataset.speed (the 'file' source), so a
 two-stage run leaves a file that can be inspected, reused and compared with any detector.
