@@ -164,8 +164,8 @@ def refine_boxes(cfg: CfgNode, model: torch.nn.Module, image_set: str, box_file:
     landmarks it finds in one crop is the next crop, framed as in training (BBOX_PADDING).
 
     A coarse box that cut the spacecraft off or framed it loosely costs the fine model its
-    precision; on the demo's models one pass took the ESA score from 0.21 / 0.22 to 0.18 / 0.17
-    (validation / test), a second one gave some of it back. An image whose fine landmarks span
+    precision; in `make demo` one pass takes the ESA score from 0.21 / 0.22 to 0.17 / 0.17
+    (validation / test), a second one gives some of it back. An image whose fine landmarks span
     no box keeps the crop it had. Writes and returns ``out_file``.
     """
     device = next(model.parameters()).device
