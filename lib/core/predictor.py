@@ -101,7 +101,12 @@ def predict_spacecraft_poses(cfg, model: nn.Module, images: Sequence[tuple[str, 
     (TEST.SPEED_COARSE_CFG / _MODEL_FILE) on the whole image gives the box, `model` the
     landmarks in it, PnP with the data set's camera and landmark file the pose."""
     from lib.core.pose_solver import pnp_options, solve_poses
-    from lib.core.speed_two_stage import boxes_from_landmarks, coarse_config, load_coarse_model
+    from lib.core.speed_two_stage import (
+        boxes_from_landmarks,
+        coarse_config,
+        load_coarse_model,
+        reframed_boxes,
+    )
     from lib.dataset.speed_files import load_camera, read_landmarks
 
     camera = load_camera(cfg.DATASET.ROOT)
@@ -124,9 +129,8 @@ def predict_spacecraft_poses(cfg, model: nn.Module, images: Sequence[tuple[str, 
                              read_grayscale=True)
     for _ in range(int(cfg.TEST.SPEED_CROP_REFINE)):  # re-frame each crop on its landmarks
         for (_, width, height), record, landmarks in zip(images, records, fine, strict=True):
-            boxes, scores = boxes_from_landmarks(landmarks[None], 0.0, 1.0, width, height)
-            if scores[0] > 0:
-                record["bbox"] = boxes[0].tolist()
+            boxes, _ = reframed_boxes(landmarks[None], np.array([record["bbox"]]), width, height)
+            record["bbox"] = boxes[0].tolist()
         fine = predict_keypoints(cfg, model,
                                  [(r["image"], r["bbox"], r["score"]) for r in records],
                                  read_grayscale=True)

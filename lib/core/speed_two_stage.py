@@ -122,6 +122,17 @@ def boxes_from_landmarks(landmarks: np.ndarray, conf_threshold: float, enlarge: 
     return np.concatenate([low, size], axis=1), scores
 
 
+def reframed_boxes(landmarks: np.ndarray, previous: np.ndarray, width: int, height: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The crop refinement's next boxes N x 4 and scores N: the box of all the fine landmarks
+    (unenlarged: the crop adds DATASET.BBOX_PADDING as in training); an image whose landmarks
+    span no box (score 0) keeps its ``previous`` box."""
+    boxes, scores = boxes_from_landmarks(landmarks, 0.0, 1.0, width, height)
+    lost = scores <= 0
+    boxes[lost] = np.asarray(previous, dtype=np.float64).reshape(-1, 4)[lost]
+    return boxes, scores
+
+
 def build_coarse_boxes(cfg: CfgNode, image_set: str, output_dir: str,
                        fine_model: torch.nn.Module | None = None) -> str:
     """Run the coarse model on every image of ``image_set`` and write the crop boxes of the
@@ -176,18 +187,15 @@ def refine_boxes(cfg: CfgNode, model: torch.nn.Module, image_set: str, box_file:
         dataset = SpeedDataset(cfg, cfg.DATASET.ROOT, image_set, False, input_transform(),
                                bbox_file=current)
         landmarks = predict_landmarks(cfg, model, dataset, device)
-        boxes, scores = boxes_from_landmarks(landmarks, 0.0, 1.0, dataset.camera.width,
-                                             dataset.camera.height)
         names = [rec["filename"] for rec in dataset.db]
-        lost = scores <= 0
-        if lost.any():
-            given = read_box_file(current)
-            boxes[lost] = np.array([given[names[i]][0] for i in np.flatnonzero(lost)])
+        given = read_box_file(current)
+        boxes, scores = reframed_boxes(landmarks, np.array([given[n][0] for n in names]),
+                                       dataset.camera.width, dataset.camera.height)
         write_box_file(out_file, names, boxes, scores)
         current = out_file
         logger.info("=> crop refinement %d/%d of '%s' by the fine model: %d of %d boxes "
                     "re-framed, written to %s", index + 1, cfg.TEST.SPEED_CROP_REFINE, image_set,
-                    int((~lost).sum()), len(boxes), out_file)
+                    int((scores > 0).sum()), len(boxes), out_file)
     model.train(was_training)
     return out_file
 
