@@ -11,7 +11,6 @@ the annotation file's file names. The original's --gt-anno and --image-path stil
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import cv2
 import numpy as np
 from report import report
 
+from lib.dataset.JointsDataset import load_json
 from lib.utils.drawing import distinct_colors, draw_skeleton, save_image
 
 
@@ -38,16 +38,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--joint-thre", type=float, default=0.2,
                         help="draw the joints whose score reaches this")
     return parser.parse_args(argv)
-
-
-def load_json(path: str, what: str):
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{what} {path} is not valid JSON: {error}") from error
 
 
 def person_skeleton(annotations: dict, path: str, category_id: int) -> tuple[int, np.ndarray]:

@@ -8,7 +8,6 @@ one row per entry of the annotation file, in its order. All people of an image g
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from report import report
 from scipy.io import loadmat
 
+from lib.dataset.JointsDataset import load_json
 from lib.utils.drawing import MPII_SKELETON, distinct_colors, draw_skeleton, save_image
 
 NUM_JOINTS = 16  # MPII's joint set, fixed by the format
@@ -52,13 +52,7 @@ def load_predictions(path: str) -> np.ndarray:
 
 def load_image_names(path: str) -> list[str]:
     """The 'image' of every annotation entry, in file order."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            entries = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    entries = load_json(path, "annotation file")
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a JSON list of annotation entries")
     for index, entry in enumerate(entries):
