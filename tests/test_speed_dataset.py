@@ -149,6 +149,35 @@ def test_grayscale_is_fed_as_three_equal_channels(data_root):
     assert crop.std() > 5  # the spacecraft is in it, not an empty crop
 
 
+def test_image_cache_gives_the_same_items_and_decodes_each_image_once(data_root, monkeypatch):
+    plain = SpeedDataset(make_cfg(), str(data_root), "validation", False, None)
+    cached = SpeedDataset(make_cfg(DATASET__CACHE_IMAGES_MB=1), str(data_root), "validation",
+                          False, None)
+    assert plain.image_cache is None and len(cached.image_cache) == 0
+    first = [cached[i][0] for i in range(len(cached))]
+    decoded = []
+    monkeypatch.setattr(cv2, "imread", lambda *args: decoded.append(args) or None)
+    for i in range(len(cached)):  # second epoch: from memory, equal to decoding afresh
+        np.testing.assert_array_equal(cached[i][0], first[i])
+    assert not decoded and len(cached.image_cache) == len(cached)
+    monkeypatch.undo()
+    for i in range(len(plain)):
+        np.testing.assert_array_equal(plain[i][0], first[i])
+    image = cached.image_cache.get(cached.db[0]["image"], cv2.IMREAD_GRAYSCALE
+                                   | cv2.IMREAD_IGNORE_ORIENTATION, lambda: None)
+    assert not image.flags.writeable  # an in-place edit would corrupt every later epoch
+
+
+def test_image_cache_stops_filling_at_its_budget(data_root):
+    from lib.dataset.JointsDataset import ImageCache
+
+    cache = ImageCache(budget_bytes=1000)
+    small, large = np.zeros((10, 60), np.uint8), np.zeros((10, 50), np.uint8)
+    assert cache.get("a", 0, lambda: small) is small and len(cache) == 1
+    assert cache.get("b", 0, lambda: large) is large and len(cache) == 1  # 600 + 500 > 1000
+    assert cache.get("a", 0, lambda: None) is small and cache.used_bytes == 600
+
+
 def test_photometric_augmentation_is_off_by_default_and_on_when_asked(data_root):
     crop = np.full((64, 64), 100, np.uint8)
     plain = SpeedDataset(make_cfg(), str(data_root), "train", True, NORMALIZE)

@@ -16,10 +16,12 @@ from yacs.config import CfgNode as CN
 import lib.core.engine as engine
 import lib.core.speed_two_stage as two_stage
 from lib.config import cfg as default_cfg
+from lib.core.pose_solver import pnp_options, solve_poses
 from lib.dataset.JointsDataset import DatasetFormatError
 from lib.dataset.speed import SpeedDataset, read_box_file, write_box_file
 from lib.dataset.speed_synthetic import write_speed_synthetic
 from lib.models import build_model
+from lib.utils.geometry import project_points
 
 WIDTH, HEIGHT = 240, 150
 NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
@@ -142,6 +144,88 @@ def test_boxes_from_landmarks_hand_case():
     assert scores[1] == 0
     # Image 2: the enlarged box is clipped to the image.
     np.testing.assert_allclose(boxes[2], [0.0, 0.0, 99.0, 99.0])
+    # One size per image (tools/infer.py's folders of mixed sizes): image 2 clipped to 60 x 80.
+    sized, _ = two_stage.boxes_from_landmarks(landmarks, 0.1, 1.5, np.array([100, 100, 60]),
+                                              np.array([100, 100, 80]))
+    np.testing.assert_allclose(sized[:2], boxes[:2])
+    np.testing.assert_allclose(sized[2], [0.0, 0.0, 59.0, 79.0])
+
+
+# ---------------------------------------------------------------------- crop candidates
+CAMERA = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 200.0], [0.0, 0.0, 1.0]])
+BODY = np.array([[-1, -1, -1], [1, -1, -1], [1, 1, -1], [-1, 1, -1], [-1, -1, 1], [1, -1, 1],
+                 [1, 1, 1], [-1, 1, 1], [0, 0, 2.0], [2.0, 0, 0], [0, 2.0, 0]]) * 0.5
+POSE_Q = np.array([0.9, 0.2, -0.3, 0.25]) / np.linalg.norm([0.9, 0.2, -0.3, 0.25])
+
+
+def true_landmarks(distances) -> np.ndarray:
+    """N x 11 x 3 exact projections (confidence 1) of BODY at these distances."""
+    return np.stack([np.concatenate([project_points(BODY, POSE_Q, np.array([0.1, -0.1, z]),
+                                                    CAMERA), np.ones((11, 1))], axis=1)
+                     for z in distances])
+
+
+def candidate_cfg(**options):
+    cfg = fine_cfg(Path("/unused"), TEST__SPEED_COARSE_CONF_THRE=-1.0,
+                   TEST__SPEED_COARSE_BOX_ENLARGE=1.0, TEST__PNP_RANSAC_REPROJ_ERR=3.0,
+                   TEST__PNP_RANSAC_ITERS=200, **options)
+    cfg.freeze()
+    return cfg
+
+
+def test_pose_agreement_counts_the_confidence_of_the_landmarks_the_pose_explains():
+    landmarks = true_landmarks([8.0, 8.0])
+    landmarks[:, :, 2] = 0.5
+    landmarks[0, 10, :2] += 40.0  # one landmark off by far more than 2% of the box
+    poses = solve_poses(landmarks[..., :2], landmarks[..., 2], BODY, CAMERA, None,
+                        **pnp_options(candidate_cfg()))
+    assert poses.success.all()
+    poses.success[1] = False
+    agreement = two_stage.pose_agreement(landmarks, poses, BODY, CAMERA, None, 0.02)
+    np.testing.assert_allclose(agreement, [10 * 0.5, 0.0])
+
+
+def test_search_crops_keeps_the_candidate_whose_landmarks_agree_with_their_pose():
+    """A fine model that only sees the spacecraft whole in a crop covering its box: image 0's
+    coarse box cuts it off (only the looser candidate works), image 1's is right (a tie: the
+    first candidate stays)."""
+    truth = true_landmarks([6.0, 9.0])
+    coarse = truth.copy()
+    centre = coarse[0, :, :2].mean(axis=0)
+    coarse[0, :, :2] = centre + 0.6 * (coarse[0, :, :2] - centre)  # a box 0.6 x too small
+    rng = np.random.default_rng(0)
+    calls = []
+
+    def locate(boxes):
+        calls.append(boxes.copy())
+        low, high = truth[..., :2].min(axis=1), truth[..., :2].max(axis=1)
+        whole = np.all((boxes[:, :2] <= low + 1e-6) & (boxes[:, :2] + boxes[:, 2:] >= high - 1e-6),
+                       axis=1)
+        found = truth.copy()
+        noise = rng.uniform(-60, 60, size=found[..., :2].shape)
+        found[~whole, :, :2] += noise[~whole]
+        return found
+
+    cfg = candidate_cfg(TEST__SPEED_CROP_REFINE=0, TEST__SPEED_CROP_CANDIDATES=[2.0])
+    boxes, _ = two_stage.search_crops(cfg, coarse, locate, 640, 400, BODY, CAMERA, None)
+    main, loose = (two_stage.boxes_from_landmarks(coarse, -1.0, e, 640, 400)[0]
+                   for e in (1.0, 2.0))
+    np.testing.assert_allclose(boxes[0], loose[0])
+    np.testing.assert_allclose(boxes[1], main[1])
+    assert len(calls) == 2  # one look per candidate, no re-framing
+    # one candidate and no refinement: the coarse boxes, untouched, without a look
+    calls.clear()
+    alone, _ = two_stage.search_crops(candidate_cfg(), coarse, locate, 640, 400, BODY, CAMERA,
+                                      None)
+    np.testing.assert_allclose(alone, main)
+    assert not calls
+    with pytest.raises(ValueError, match="SPEED_CROP_CANDIDATES must be positive"):
+        two_stage.search_crops(candidate_cfg(TEST__SPEED_CROP_CANDIDATES=[0.0]), coarse, locate,
+                               640, 400, BODY, CAMERA, None)
+    with pytest.raises(ValueError, match="SPEED_CROP_AGREEMENT_TOL must be positive"):
+        two_stage.search_crops(candidate_cfg(TEST__SPEED_CROP_CANDIDATES=[2.0],
+                                             TEST__SPEED_CROP_AGREEMENT_TOL=0.0), coarse, locate,
+                               640, 400, BODY, CAMERA, None)
 
 
 def write_coarse_model(tmp_path: Path) -> tuple[str, str]:
@@ -215,6 +299,38 @@ def test_crop_refinement_re_frames_each_crop_on_the_fine_landmarks(data_root, tm
     plain = two_stage.build_coarse_boxes(cfg, "validation", str(tmp_path / "plain"))
     np.testing.assert_allclose(read_box_file(plain)["img000003.jpg"][0],
                                coarse["img000003.jpg"][0])
+
+
+def test_crop_candidates_end_to_end_each_crop_is_one_candidates_re_framed_box(data_root,
+                                                                              tmp_path):
+    cfg_file, weights = write_coarse_model(tmp_path)
+    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="model", TEST__SPEED_COARSE_CFG=cfg_file,
+                   TEST__SPEED_COARSE_MODEL_FILE=weights, TEST__SPEED_COARSE_CONF_THRE=-1.0,
+                   TEST__SPEED_CROP_REFINE=1, TEST__SPEED_CROP_CANDIDATES=[1.5, 2.0])
+    cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
+    torch.manual_seed(1)
+    fine = build_model(cfg, is_train=False).eval()
+    out = tmp_path / "out"
+    chosen = read_box_file(two_stage.build_coarse_boxes(cfg, "validation", str(out), fine))
+    coarse = SpeedDataset(two_stage.coarse_config(cfg), str(data_root), "validation", False,
+                          NORMALIZE)
+    coarse_model = two_stage.load_coarse_model(two_stage.coarse_config(cfg), weights,
+                                               torch.device("cpu"))
+    coarse_landmarks = two_stage.predict_landmarks(two_stage.coarse_config(cfg), coarse_model,
+                                                   coarse, torch.device("cpu"))
+    names = [r["filename"] for r in coarse.db]
+    candidates = []
+    for enlarge in (1.1, 1.5, 2.0):  # SPEED_COARSE_BOX_ENLARGE (default 1.1), then the list
+        boxes, _ = two_stage.boxes_from_landmarks(coarse_landmarks, -1.0, enlarge, WIDTH,
+                                                  HEIGHT)
+        write_box_file(tmp_path / "c.json", names, boxes, np.ones(len(boxes)))
+        crops = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE,
+                             bbox_file=str(tmp_path / "c.json"))
+        landmarks = two_stage.predict_landmarks(cfg, fine, crops, torch.device("cpu"))
+        candidates.append(two_stage.reframed_boxes(landmarks, boxes, WIDTH, HEIGHT)[0])
+    for index, name in enumerate(names):
+        assert any(np.allclose(chosen[name][0], c[index], atol=1e-9) for c in candidates)
+    assert (out / "speed_boxes_validation_coarse.json").is_file()
 
 
 def test_coarse_config_is_read_over_pristine_defaults(tmp_path):

@@ -83,6 +83,10 @@ _C.DATASET.COLOR_RGB = False
 _C.DATASET.BBOX_PADDING = 1.25
 # New: 3D landmarks of the spacecraft model (.json / .npy N x 3 metres, or .mat), relative to ROOT.
 _C.DATASET.KEYPOINTS_FILE = ""
+# New: keep decoded images in memory up to this many MiB per data set (0 = off), so epochs after
+# the first skip decoding; with WORKERS > 0 each loader process holds its own copy (the workers
+# then persist across epochs).
+_C.DATASET.CACHE_IMAGES_MB = 0
 
 _C.TRAIN = CN()
 _C.TRAIN.LR_FACTOR = 0.1
@@ -165,6 +169,11 @@ _C.TEST.SPEED_COARSE_CONF_THRE = 0.1
 # New (two-stage): passes of the fine model over its own crops, each re-framing the crop around
 # all the landmarks it found (0: the coarse box is the crop).
 _C.TEST.SPEED_CROP_REFINE = 0
+# New (two-stage): more enlargements of the coarse box tried as crops, each re-framed as above;
+# per image the crop whose fine landmarks agree best with their own PnP pose wins ...
+_C.TEST.SPEED_CROP_CANDIDATES = []
+# ... agreeing = reprojected within this fraction of the landmarks' box size (sqrt(w h)).
+_C.TEST.SPEED_CROP_AGREEMENT_TOL = 0.02
 # Pose solver: landmarks with confidence at or below this are not used by PnP.
 _C.TEST.PNP_CONF_THRE = 0.1
 # Pose solver: solvePnPRansac inlier threshold (pixels), iterations and confidence.

@@ -115,16 +115,19 @@ def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
         sampler = None
         shuffle = cfg.TRAIN.SHUFFLE if train_split else False
     configure_opencv_for_workers(cfg.WORKERS)
+    # a worker's image cache lives as long as the worker: keep them across epochs
+    persistent = cfg.WORKERS > 0 and getattr(dataset, "image_cache", None) is not None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                       num_workers=cfg.WORKERS,
                       pin_memory=cfg.PIN_MEMORY and ctx.device.type == "cuda",
-                      worker_init_fn=seed_worker, drop_last=False)
+                      worker_init_fn=seed_worker, drop_last=False,
+                      persistent_workers=persistent)
 
 
 def _datasets(cfg, train_too: bool, output_dir: str = "", model: nn.Module | None = None):
     transform = input_transform()
     # Spacecraft two-stage (TEST.SPEED_BBOX 'model'): the coarse model's box file comes first
-    # (re-framed by the tested model with TEST.SPEED_CROP_REFINE).
+    # (re-framed and chosen by the tested model: TEST.SPEED_CROP_REFINE, _CROP_CANDIDATES).
     extra = two_stage_dataset_kwargs(cfg, output_dir, model)
     valid = build_dataset(cfg, cfg.DATASET.TEST_SET, False, transform, **extra)
     train_set = build_dataset(cfg, cfg.DATASET.TRAIN_SET, True, transform) if train_too else None

@@ -101,12 +101,7 @@ def predict_spacecraft_poses(cfg, model: nn.Module, images: Sequence[tuple[str, 
     (TEST.SPEED_COARSE_CFG / _MODEL_FILE) on the whole image gives the box, `model` the
     landmarks in it, PnP with the data set's camera and landmark file the pose."""
     from lib.core.pose_solver import pnp_options, solve_poses
-    from lib.core.speed_two_stage import (
-        boxes_from_landmarks,
-        coarse_config,
-        load_coarse_model,
-        reframed_boxes,
-    )
+    from lib.core.speed_two_stage import coarse_config, load_coarse_model, search_crops
     from lib.dataset.speed_files import load_camera, read_landmarks
 
     camera = load_camera(cfg.DATASET.ROOT)
@@ -116,27 +111,24 @@ def predict_spacecraft_poses(cfg, model: nn.Module, images: Sequence[tuple[str, 
     device = next(model.parameters()).device
     coarse_model = load_coarse_model(coarse_cfg, cfg.TEST.SPEED_COARSE_MODEL_FILE, device)
 
+    paths = [path for path, _, _ in images]
+    width = np.array([w for _, w, _ in images], dtype=np.float64)
+    height = np.array([h for _, _, h in images], dtype=np.float64)
     whole = [(path, [0.0, 0.0, float(w), float(h)], 1.0) for path, w, h in images]
     coarse = predict_keypoints(coarse_cfg, coarse_model, whole, read_grayscale=True,
                                whole_image=True)
-    records = []
-    for (path, width, height), coarse_landmarks in zip(images, coarse, strict=True):
-        boxes, scores = boxes_from_landmarks(
-            coarse_landmarks[None], cfg.TEST.SPEED_COARSE_CONF_THRE,
-            cfg.TEST.SPEED_COARSE_BOX_ENLARGE, width, height)
-        records.append({"image": path, "bbox": boxes[0].tolist(), "score": float(scores[0])})
-    fine = predict_keypoints(cfg, model, [(r["image"], r["bbox"], r["score"]) for r in records],
-                             read_grayscale=True)
-    for _ in range(int(cfg.TEST.SPEED_CROP_REFINE)):  # re-frame each crop on its landmarks
-        for (_, width, height), record, landmarks in zip(images, records, fine, strict=True):
-            boxes, _ = reframed_boxes(landmarks[None], np.array([record["bbox"]]), width, height)
-            record["bbox"] = boxes[0].tolist()
-        fine = predict_keypoints(cfg, model,
-                                 [(r["image"], r["bbox"], r["score"]) for r in records],
+
+    def locate(boxes: np.ndarray) -> np.ndarray:
+        return predict_keypoints(cfg, model, [(path, box.tolist(), 1.0)
+                                              for path, box in zip(paths, boxes, strict=True)],
                                  read_grayscale=True)
+
+    boxes, scores = search_crops(cfg, coarse, locate, width, height, landmarks_3d,
+                                 camera.matrix, camera.dist_coeffs)
+    fine = locate(boxes)
     poses = solve_poses(fine[:, :, :2], fine[:, :, 2], landmarks_3d, camera.matrix,
                         camera.dist_coeffs, **pnp_options(cfg))
-    for k, record in enumerate(records):
-        record.update(keypoints=np.round(fine[k], 3).tolist(), success=bool(poses.success[k]),
-                      reason=poses.reasons[k], q=poses.q[k].tolist(), r=poses.r[k].tolist())
-    return records
+    return [{"image": path, "bbox": boxes[k].tolist(), "score": float(scores[k]),
+             "keypoints": np.round(fine[k], 3).tolist(), "success": bool(poses.success[k]),
+             "reason": poses.reasons[k], "q": poses.q[k].tolist(), "r": poses.r[k].tolist()}
+            for k, path in enumerate(paths)]
