@@ -98,7 +98,7 @@ def read_image(path: str, flags: int = IMREAD_FLAGS, data_format: str = "jpg") -
 
 class ImageCache:
     """Decoded images kept in memory up to a byte budget, so that epochs after the first skip
-    the JPEG decoding (on a small CPU machine that is a fifth of the training step).
+    the decoding (0.66 ms per 640x400 JPEG here: 7-14% of a `make demo` training step).
 
     Filled on first read and never evicted (a shuffled epoch would thrash any eviction order);
     past the budget images are decoded every time. Cached arrays are read-only: the pipeline
