@@ -8,6 +8,7 @@ check the NaN guard.
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -161,6 +162,35 @@ def test_auto_resume_is_bit_exact(trained, coco_root, tmp_path):
     assert resumed.keys() == straight.keys()
     for key in straight:
         assert torch.equal(resumed[key], straight[key]), key
+
+
+def test_weight_average_is_what_gets_saved_and_resumes_bit_exactly(coco_root, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    log = _run("tools/train.py", _opts(coco_root, straight, TRAIN__EMA_DECAY=0.9)).stderr
+    steps_per_epoch = int(re.search(r"Epoch: \[0\]\[0/(\d+)\]", log).group(1))
+    _run("tools/train.py", _opts(coco_root, split, TRAIN__EMA_DECAY=0.9, TRAIN__END_EPOCH=1))
+    proc = _run("tools/train.py", _opts(coco_root, split, TRAIN__EMA_DECAY=0.9,
+                                        AUTO_RESUME=True))
+    assert "resumed from" in proc.stderr
+    final = torch.load(straight / "output" / RUN / "final_state.pth", weights_only=True)
+    checkpoint = load_checkpoint_file(str(straight / "output" / RUN / "checkpoint.pth"))
+    average = checkpoint["ema_state_dict"]
+    assert int(average["n_averaged"]) == 2 * steps_per_epoch  # one update per step
+    # final_state (and model_best) hold the average, in the model's own key schema ...
+    assert final.keys() == checkpoint["state_dict"].keys()
+    for key in final:
+        assert torch.equal(final[key], average["module." + key]), key
+    # ... which is not the last step's weights
+    weight = next(k for k in final if k.endswith("conv1.weight"))
+    assert not torch.equal(final[weight], checkpoint["state_dict"][weight])
+    resumed = torch.load(split / "output" / RUN / "final_state.pth", weights_only=True)
+    for key in final:
+        assert torch.equal(resumed[key], final[key]), key
+
+
+def test_weight_average_decay_must_lie_between_0_and_1(coco_root, tmp_path):
+    proc = _run("tools/train.py", _opts(coco_root, tmp_path, TRAIN__EMA_DECAY=1.5), check=False)
+    assert proc.returncode != 0 and "TRAIN.EMA_DECAY must lie between 0 and 1" in proc.stderr
 
 
 def test_torchrun_two_processes_match_single_process_validation(coco_root, tmp_path):

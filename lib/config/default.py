@@ -106,6 +106,9 @@ _C.TRAIN.BATCH_SIZE_PER_GPU = 32
 _C.TRAIN.SHUFFLE = True
 # New: mixed precision training (fp16 + GradScaler on CUDA, bf16 autocast on CPU).
 _C.TRAIN.AMP = False
+# New: decay of an exponential moving average of the weights (0 = off, e.g. 0.998); the average
+# is what is validated and saved as model_best.pth / final_state.pth (checkpoint.pth keeps both).
+_C.TRAIN.EMA_DECAY = 0.0
 
 _C.TEST = CN()
 _C.TEST.BATCH_SIZE_PER_GPU = 32

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tensorboardX import SummaryWriter
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 import lib.models
@@ -102,6 +103,18 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)      # DataParallel / DDP
 
 
+def _weight_average(cfg, model: nn.Module) -> AveragedModel | None:
+    """The exponential moving average of the weights (and BN statistics) that TRAIN.EMA_DECAY
+    asks for, or None. It is what gets validated and saved as model_best / final_state: at a
+    high learning rate the raw weights of one epoch can validate far worse than the next."""
+    decay = cfg.TRAIN.EMA_DECAY
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"TRAIN.EMA_DECAY must lie between 0 and 1 (0 = off), got {decay}")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
     per_device = cfg.TRAIN.BATCH_SIZE_PER_GPU if train_split else cfg.TEST.BATCH_SIZE_PER_GPU
     batch_size = per_device * (len(ctx.gpus) if ctx.data_parallel else 1)
@@ -184,6 +197,8 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.TRAIN.LR_STEP,
                                                      cfg.TRAIN.LR_FACTOR)
     scaler = make_grad_scaler(ctx.device, cfg.TRAIN.AMP)
+    ema = _weight_average(cfg, _unwrap(model))
+    evaluated = model if ema is None else ema.module  # what validation and the saved files see
 
     begin_epoch, best_perf, perf = cfg.TRAIN.BEGIN_EPOCH, None, None
     best_state_dict = None
@@ -198,6 +213,11 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema_state_dict") is not None:
+            ema.load_state_dict(state["ema_state_dict"])
+        elif ema is not None:
+            logger.warning("=> %s holds no weight average (TRAIN.EMA_DECAY was off): it starts "
+                           "again from the resumed weights", resume_file)
         begin_epoch, perf, best_perf = state["epoch"], state["perf"], state["best_perf"]
         best_state_dict = state["best_state_dict"]
         set_rng_state(state["rng"][min(ctx.rank, len(state["rng"]) - 1)])
@@ -215,16 +235,17 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
             writer_dict["writer"].add_scalar("learning_rate", optimizer.param_groups[0]["lr"],
                                              epoch)
         train(cfg, train_loader, model, criterion, optimizer, epoch, ctx.output_dir,
-              ctx.tb_log_dir, writer_dict, scaler=scaler, last_checkpoint=last_good)
+              ctx.tb_log_dir, writer_dict, scaler=scaler, last_checkpoint=last_good,
+              on_step=None if ema is None else lambda: ema.update_parameters(_unwrap(model)))
         scheduler.step()
-        perf = validate(cfg, valid_loader, valid_dataset, model, criterion, ctx.output_dir,
+        perf = validate(cfg, valid_loader, valid_dataset, evaluated, criterion, ctx.output_dir,
                         ctx.tb_log_dir, writer_dict)
 
         is_best = _is_better(perf, best_perf, higher_is_better)
         if is_best:
             best_perf = perf
             best_state_dict = {k: v.detach().clone() for k, v in
-                               _unwrap(model).state_dict().items()}
+                               _unwrap(evaluated).state_dict().items()}
         rng = distributed.all_gather_objects(rng_state())
         if rank0:
             logger.info("=> saving checkpoint to %s", ctx.output_dir)
@@ -238,6 +259,7 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
+                "ema_state_dict": None if ema is None else ema.state_dict(),
                 "rng": rng,
             }, is_best, ctx.output_dir)
             last_good = checkpoint_file
@@ -248,7 +270,7 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
     final_file = os.path.join(ctx.output_dir, "final_state.pth")
     if rank0:
         logger.info("=> saving final model state to %s", final_file)
-        save_atomic(_unwrap(model).state_dict(), final_file)
+        save_atomic(_unwrap(evaluated).state_dict(), final_file)
         writer_dict["writer"].close()
     return {"output_dir": ctx.output_dir, "tb_log_dir": ctx.tb_log_dir, "perf": perf,
             "best_perf": best_perf, "final_state": final_file}

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,11 +67,12 @@ def _criterion_on(outputs: torch.Tensor | list[torch.Tensor], criterion: nn.Modu
 def train(config, train_loader, model: nn.Module, criterion: nn.Module,
           optimizer: torch.optim.Optimizer, epoch: int, output_dir: str, tb_log_dir: str,
           writer_dict: dict[str, Any] | None, scaler: torch.amp.GradScaler | None = None,
-          last_checkpoint: str = "") -> float:
+          last_checkpoint: str = "", on_step: Callable[[], None] | None = None) -> float:
     """Train for one epoch; returns the mean training loss.
 
     A non-finite loss stops training before the optimizer step with NonFiniteLossError,
     naming the epoch, the iteration and `last_checkpoint`, the last good checkpoint.
+    ``on_step`` runs after every optimizer step (the engine's weight averaging).
     """
     device = _model_device(model)
     amp = config.TRAIN.AMP
@@ -106,6 +107,8 @@ def train(config, train_loader, model: nn.Module, criterion: nn.Module,
         else:
             loss.backward()
             optimizer.step()
+        if on_step is not None:
+            on_step()
 
         n = input.size(0)
         losses.update(loss.item(), n)
