@@ -176,6 +176,9 @@ def test_image_cache_stops_filling_at_its_budget(data_root):
     assert cache.get("a", 0, lambda: small) is small and len(cache) == 1
     assert cache.get("b", 0, lambda: large) is large and len(cache) == 1  # 600 + 500 > 1000
     assert cache.get("a", 0, lambda: None) is small and cache.used_bytes == 600
+    with pytest.raises(ValueError, match="DATASET.CACHE_IMAGES_MB must be 0"):
+        SpeedDataset(make_cfg(DATASET__CACHE_IMAGES_MB=-1), str(data_root), "validation", False,
+                     None)
 
 
 def test_photometric_augmentation_is_off_by_default_and_on_when_asked(data_root):

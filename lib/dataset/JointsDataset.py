@@ -355,6 +355,9 @@ class JointsDataset(Dataset):
         self.bbox_padding = cfg.DATASET.BBOX_PADDING
         self.select = cfg.DATASET.SELECT_DATA
         cache_mb = cfg.DATASET.CACHE_IMAGES_MB
+        if cache_mb < 0:
+            raise ValueError(f"DATASET.CACHE_IMAGES_MB must be 0 (off) or a budget in MiB, got "
+                             f"{cache_mb}")
         self.image_cache = ImageCache(cache_mb * 2**20) if cache_mb > 0 else None
 
         self.target_type = cfg.MODEL.TARGET_TYPE
