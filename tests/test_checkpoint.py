@@ -20,6 +20,7 @@ from lib.utils.checkpoint import (
     extract_state_dict,
     load_checkpoint_file,
     load_state_dict_strict,
+    load_weights_file,
     save_atomic,
 )
 
@@ -160,3 +161,14 @@ def test_save_atomic_replaces_whole_files_only(tmp_path):
         save_atomic({'a': lambda: 0}, path)
     assert torch.equal(load_checkpoint_file(path)['a'], torch.arange(5))
     assert [p.name for p in tmp_path.iterdir()] == ['state.pth']  # no temporary left over
+
+
+def test_load_weights_file_reads_both_layouts_and_names_a_misfit(tmp_path):
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    torch.save({"state_dict": {"module." + k: v for k, v in source.state_dict().items()}},
+               tmp_path / "checkpoint.pth")
+    load_weights_file(target, tmp_path / "checkpoint.pth")
+    assert torch.equal(target.weight, source.weight) and torch.equal(target.bias, source.bias)
+    torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "other.pth")
+    with pytest.raises(CheckpointMismatchError, match="other.pth"):
+        load_weights_file(target, tmp_path / "other.pth")

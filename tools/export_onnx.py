@@ -17,7 +17,7 @@ import _init_paths  # noqa: F401  (puts the repository root on sys.path)
 
 from lib.config import ConfigKeyError, cfg, update_config
 from lib.models import build_model
-from lib.utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
+from lib.utils.checkpoint import load_weights_file
 from lib.utils.export import (
     EXPORTERS,
     ExportDependencyError,
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         update_config(config, args)
         model = build_model(config, is_train=False)
         if config.TEST.MODEL_FILE:
-            state_dict = extract_state_dict(load_checkpoint_file(config.TEST.MODEL_FILE))
-            load_state_dict_strict(model, state_dict, config.TEST.MODEL_FILE)
+            load_weights_file(model, config.TEST.MODEL_FILE)
             print(f"weights: {config.TEST.MODEL_FILE}")
         else:
             print("weights: random initialisation (TEST.MODEL_FILE is empty)")

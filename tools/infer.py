@@ -31,7 +31,7 @@ from lib.dataset.JointsDataset import write_json_atomic
 from lib.dataset.speed_files import load_camera, read_landmarks
 from lib.models import build_model
 from lib.models.fusion import fuse_conv_bn
-from lib.utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
+from lib.utils.checkpoint import load_weights_file
 from lib.utils.drawing import (
     COCO_SKELETON,
     MPII_SKELETON,
@@ -72,8 +72,7 @@ def load_model(c) -> torch.nn.Module:
     if not c.TEST.MODEL_FILE:
         raise FileNotFoundError("no weights: give TEST.MODEL_FILE path/to/model.pth")
     model = build_model(c, is_train=False)
-    load_state_dict_strict(model, extract_state_dict(load_checkpoint_file(c.TEST.MODEL_FILE)),
-                           c.TEST.MODEL_FILE)
+    load_weights_file(model, c.TEST.MODEL_FILE)
     if c.TEST.FUSE_CONV_BN:
         model = fuse_conv_bn(model)
     return model.to(select_device(())).eval()

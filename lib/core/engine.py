@@ -33,6 +33,7 @@ from lib.utils.checkpoint import (
     extract_state_dict,
     load_checkpoint_file,
     load_state_dict_strict,
+    load_weights_file,
     save_atomic,
 )
 from lib.utils.model_summary import count_params_and_macs, paper_gflops
@@ -297,8 +298,7 @@ def load_weights_for_test(cfg, model: nn.Module, output_dir: str) -> str:
     """Load TEST.MODEL_FILE (a model-zoo state_dict or our checkpoint), or the run's
     model_best.pth when it is empty; returns the file used."""
     model_file = cfg.TEST.MODEL_FILE or os.path.join(output_dir, "model_best.pth")
-    state = load_checkpoint_file(model_file)
-    load_state_dict_strict(model, extract_state_dict(state), model_file)
+    load_weights_file(model, model_file)
     logger.info("=> loaded model weights from %s", model_file)
     return model_file
 

@@ -25,7 +25,7 @@ from lib.config import default_config, merge_from_file
 from lib.core.inference import get_final_preds
 from lib.core.pose_solver import PoseBatch, pnp_options, solve_poses
 from lib.dataset.speed import SpeedDataset, write_box_file
-from lib.utils.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
+from lib.utils.checkpoint import load_weights_file
 from lib.utils.geometry import project_points
 from lib.utils.runtime import autocast, select_device
 from lib.utils.transforms import input_transform
@@ -66,8 +66,7 @@ def load_coarse_model(coarse_cfg: CfgNode, model_file: str, device: torch.device
 def load_eval_model(cfg: CfgNode, model_file: str, device: torch.device) -> torch.nn.Module:
     """cfg's network with the weights of ``model_file``, on ``device``, in eval mode."""
     model = lib.models.build_model(cfg, is_train=False)
-    state = load_checkpoint_file(model_file)
-    load_state_dict_strict(model, extract_state_dict(state), model_file)
+    load_weights_file(model, model_file)
     model = model.to(device).eval()
     if cfg.MODEL.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)

@@ -171,6 +171,12 @@ def load_state_dict_strict(
     model.load_state_dict(state_dict, strict=True)
 
 
+def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
+    """The weights of a checkpoint or model-zoo state_dict file into ``model``, strictly (any
+    mismatch is an error naming the file); loaded with weights_only=True."""
+    load_state_dict_strict(model, extract_state_dict(load_checkpoint_file(path)), path)
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
 
