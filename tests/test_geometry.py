@@ -1,9 +1,9 @@
-"""Quaternion convention, projection and OpenCV / scipy conversions (lib/utils/geometry.py)."""
+"""Quaternion convention, projection and OpenCV / scipy conversions (lib/spacecraft/geometry.py)."""
 import cv2
 import numpy as np
 import pytest
 
-from lib.utils.geometry import (
+from lib.spacecraft.geometry import (
     dcm_to_quat,
     pose_to_rvec_tvec,
     project_points,

@@ -95,7 +95,7 @@ def test_infer_skips_unreadable_images(tmp_path, weights):
 
 
 def test_infer_spacecraft_two_stage(tmp_path):
-    from lib.dataset.speed_synthetic import write_speed_synthetic
+    from lib.spacecraft.renderer import write_speed_synthetic
 
     root = tmp_path / "speed"
     write_speed_synthetic(str(root), 1, 1, 3, seed=3, width=320, height=200,

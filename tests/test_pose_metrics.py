@@ -1,8 +1,8 @@
-"""Scores on constructed pose pairs with known values (lib/core/pose_metrics.py)."""
+"""Scores on constructed pose pairs with known values (lib/spacecraft/scores.py)."""
 import numpy as np
 import pytest
 
-from lib.core.pose_metrics import (
+from lib.spacecraft.scores import (
     esa_score,
     esa_score_spec2021,
     landmark_pixel_error,

@@ -1,10 +1,10 @@
-"""PnP + refinement recovers known poses; bad inputs give failure objects (lib/core/pose_solver)."""
+"""PnP + refinement recovers known poses; bad inputs give failure objects."""
 import numpy as np
 import pytest
 
-from lib.core.pose_metrics import rotation_error
-from lib.core.pose_solver import solve_pose, solve_poses
-from lib.utils.geometry import project_points, random_quaternions
+from lib.spacecraft.geometry import project_points, random_quaternions
+from lib.spacecraft.pose_solver import solve_pose, solve_poses
+from lib.spacecraft.scores import rotation_error
 
 FX = 0.0176 / 5.86e-6
 K = np.array([[FX, 0.0, 960.0], [0.0, FX, 600.0], [0.0, 0.0, 1.0]])
@@ -131,7 +131,7 @@ def test_four_exact_landmarks_are_enough():
 
 
 def test_inliers_bunched_together_are_a_failure_not_a_distant_pose():
-    from lib.utils.geometry import quat_normalize
+    from lib.spacecraft.geometry import quat_normalize
 
     landmarks_3d = np.array([[0.3, 0.3, 0], [-0.3, 0.3, 0], [-0.3, -0.3, 0], [0.3, -0.3, 0],
                              [0, 0, 0.5], [0.2, 0, 0.9]])

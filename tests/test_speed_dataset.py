@@ -17,9 +17,9 @@ import torch
 import torchvision.transforms as T
 
 from lib.config import cfg as default_cfg
-from lib.dataset.speed import ORACLE_SUFFIX, SpeedDataset, submission_path, write_box_file
-from lib.dataset.speed_files import SpeedFileError, read_submission
-from lib.dataset.speed_synthetic import write_speed_synthetic
+from lib.dataset.speed import ORACLE_SUFFIX, SpeedDataset, submission_path
+from lib.spacecraft.files import SpeedFileError, read_submission, write_box_file
+from lib.spacecraft.renderer import write_speed_synthetic
 from lib.utils.transforms import get_affine_transform
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,11 +1,11 @@
-"""SPEED / SPEED+ file readers and writers (lib/dataset/speed_files.py)."""
+"""SPEED / SPEED+ file readers and writers (lib/spacecraft/files.py)."""
 import json
 
 import numpy as np
 import pytest
 import scipy.io
 
-from lib.dataset.speed_files import (
+from lib.spacecraft.files import (
     PoseLabel,
     SpeedFileError,
     load_camera,

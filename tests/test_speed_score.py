@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.dataset.speed_files import read_labels, write_submission
+from lib.spacecraft.files import read_labels, write_submission
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,19 +1,19 @@
-"""The embedded SPEED+-layout generator (lib/dataset/speed_synthetic.py)."""
+"""The embedded SPEED+-layout generator (lib/spacecraft/renderer.py)."""
 import json
 
 import cv2
 import numpy as np
 import pytest
 
-from lib.dataset.speed_files import read_camera, read_labels, read_landmarks, speed_camera
-from lib.dataset.speed_synthetic import (
+from lib.spacecraft.files import read_camera, read_labels, read_landmarks, speed_camera
+from lib.spacecraft.geometry import body_to_camera, project_points, quat_to_dcm
+from lib.spacecraft.renderer import (
     face_id_map,
     render_image,
     sample_pose,
     tango_model,
     write_speed_synthetic,
 )
-from lib.utils.geometry import body_to_camera, project_points, quat_to_dcm
 
 SIZE = dict(width=160, height=100)
 

@@ -16,12 +16,13 @@ from yacs.config import CfgNode as CN
 import lib.core.engine as engine
 import lib.core.speed_two_stage as two_stage
 from lib.config import cfg as default_cfg
-from lib.core.pose_solver import pnp_options, solve_poses
 from lib.dataset.JointsDataset import DatasetFormatError
-from lib.dataset.speed import SpeedDataset, read_box_file, write_box_file
-from lib.dataset.speed_synthetic import write_speed_synthetic
+from lib.dataset.speed import SpeedDataset
 from lib.models import build_model
-from lib.utils.geometry import project_points
+from lib.spacecraft.files import SpeedFileError, read_box_file, write_box_file
+from lib.spacecraft.geometry import project_points
+from lib.spacecraft.pose_solver import pnp_options, solve_poses
+from lib.spacecraft.renderer import write_speed_synthetic
 
 WIDTH, HEIGHT = 240, 150
 NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
@@ -97,7 +98,7 @@ def test_box_file_variants_best_score_wins(tmp_path):
 def test_bad_box_file_entries_are_named(tmp_path, entry, message):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps([{"filename": "ok.jpg", "bbox": [0, 0, 1, 1]}, entry]))
-    with pytest.raises(DatasetFormatError, match=f"entry 1.*{message}"):
+    with pytest.raises(SpeedFileError, match=f"entry 1.*{message}"):
         read_box_file(str(path))
 
 

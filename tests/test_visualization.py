@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from lib.dataset.speed_files import read_labels, write_submission
-from lib.dataset.speed_synthetic import tango_model, write_speed_synthetic
+from lib.spacecraft.drawing import SPACECRAFT_WIREFRAME
+from lib.spacecraft.files import read_labels, write_submission
+from lib.spacecraft.geometry import project_points
+from lib.spacecraft.renderer import tango_model, write_speed_synthetic
 from lib.utils.drawing import (
     MPII_SKELETON,
-    SPACECRAFT_WIREFRAME,
     distinct_colors,
     draw_skeleton,
     draw_text_box,
     draw_wireframe,
 )
-from lib.utils.geometry import project_points
 
 REPO = Path(__file__).resolve().parents[1]
 # COCO's person skeleton as the annotation files give it (1-based keypoint numbers).
@@ -255,7 +255,7 @@ def test_plot_speed_error_text_and_missing_images(speed_fixture, tmp_path, monke
 
 def test_spacecraft_wireframe_matches_the_synthetic_model():
     """Landmark edges join the body square and the panel rectangle; the anchors are the feet
-    of the antenna rods of lib/dataset/speed_synthetic.py, whose tips are landmarks 8-10."""
+    of the antenna rods of lib/spacecraft/renderer.py, whose tips are landmarks 8-10."""
     model = tango_model()
     landmarks = model.landmarks
     points = SPACECRAFT_WIREFRAME.points(landmarks)

@@ -27,22 +27,21 @@ from lib.core.predictor import (
     predict_keypoints,
     predict_spacecraft_poses,
 )
-from lib.dataset.JointsDataset import write_json_atomic
-from lib.dataset.speed_files import load_camera, read_landmarks
 from lib.models import build_model
 from lib.models.fusion import fuse_conv_bn
+from lib.spacecraft.drawing import SPACECRAFT_WIREFRAME, draw_projected_wireframe
+from lib.spacecraft.files import load_camera, read_landmarks
 from lib.utils.checkpoint import load_weights_file
 from lib.utils.drawing import (
     COCO_SKELETON,
     MPII_SKELETON,
     PREDICTION_COLOR,
-    SPACECRAFT_WIREFRAME,
     distinct_colors,
-    draw_projected_wireframe,
     draw_skeleton,
     draw_text_box,
     save_image,
 )
+from lib.utils.io import write_json_atomic
 from lib.utils.runtime import select_device
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")

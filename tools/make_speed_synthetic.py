@@ -1,4 +1,4 @@
-"""Render the embedded SPEED+-layout spacecraft data set (see lib/dataset/speed_synthetic.py).
+"""Render the embedded SPEED+-layout spacecraft data set (see lib/spacecraft/renderer.py).
 
 Example: python tools/make_speed_synthetic.py --out data/speed_synthetic --train 300 --val 60
          --test 60 --seed 0 --width 640 --height 400
@@ -8,7 +8,7 @@ import _init_paths  # noqa: F401, I001  (puts the repository root on sys.path)
 import argparse
 import sys
 
-from lib.dataset.speed_synthetic import write_speed_synthetic
+from lib.spacecraft.renderer import write_speed_synthetic
 
 
 def parse_args(argv=None) -> argparse.Namespace:

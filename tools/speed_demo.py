@@ -26,8 +26,8 @@ from lib.config import update_config
 from lib.core.engine import run_test, run_training
 from lib.core.speed_two_stage import build_coarse_boxes, load_eval_model
 from lib.dataset.speed import submission_path
-from lib.dataset.speed_files import read_submission, write_submission
-from lib.dataset.speed_synthetic import write_speed_synthetic
+from lib.spacecraft.files import read_submission, write_submission
+from lib.spacecraft.renderer import write_speed_synthetic
 from lib.utils.runtime import select_device
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 
-from lib.core.pose_metrics import pose_score_summary
-from lib.dataset.speed_files import match_submission, read_camera, read_labels, read_submission
+from lib.spacecraft.scores import pose_score_summary
+from lib.spacecraft.files import match_submission, read_camera, read_labels, read_submission
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 from report import report
 
-from lib.dataset.JointsDataset import load_json
 from lib.utils.drawing import distinct_colors, draw_skeleton, save_image
+from lib.utils.io import read_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,10 +73,10 @@ def group_predictions(results: list, path: str, num_joints: int,
 
 def load_inputs(args: argparse.Namespace) -> tuple[dict, dict, np.ndarray]:
     """(image id -> confident keypoints, image id -> file name, skeleton), checked."""
-    results = load_json(args.prediction, "results file")
+    results = read_json(args.prediction, "results file")
     if not isinstance(results, list) or not results or not isinstance(results[0], dict):
         raise ValueError(f"{args.prediction}: expected a non-empty JSON list of results")
-    annotations = load_json(args.annotations, "annotation file")
+    annotations = read_json(args.annotations, "annotation file")
     num_joints, skeleton = person_skeleton(annotations, args.annotations,
                                            int(results[0].get("category_id", 1)))
     file_names = {int(image["id"]): image["file_name"] for image in annotations.get("images", [])}

@@ -17,8 +17,8 @@ import numpy as np
 from report import report
 from scipy.io import loadmat
 
-from lib.dataset.JointsDataset import load_json
 from lib.utils.drawing import MPII_SKELETON, distinct_colors, draw_skeleton, save_image
+from lib.utils.io import read_json
 
 NUM_JOINTS = 16  # MPII's joint set, fixed by the format
 
@@ -52,7 +52,7 @@ def load_predictions(path: str) -> np.ndarray:
 
 def load_image_names(path: str) -> list[str]:
     """The 'image' of every annotation entry, in file order."""
-    entries = load_json(path, "annotation file")
+    entries = read_json(path, "annotation file")
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a JSON list of annotation entries")
     for index, entry in enumerate(entries):

@@ -5,7 +5,7 @@
         --camera data/speed_synthetic/camera.json --keypoints data/speed_synthetic/keypoints.json \
         --images data/speed_synthetic/synthetic/images --save-path visualization/speed/
 
-One PNG per submission row: the model's wireframe (lib.utils.drawing.SPACECRAFT_WIREFRAME) at
+One PNG per submission row: the model's wireframe (lib.spacecraft.drawing.SPACECRAFT_WIREFRAME) at
 both poses, the prediction drawn thinner on top, so a perfect pose shows red lines edged in
 green; the top-left box gives the rotation error, the translation error and the ESA score.
 """
@@ -19,13 +19,12 @@ import cv2
 import numpy as np
 from report import report
 
-from lib.core.pose_metrics import esa_score, pose_errors
-from lib.dataset.speed_files import read_camera, read_labels, read_landmarks, read_submission
+from lib.spacecraft.drawing import SPACECRAFT_WIREFRAME, draw_projected_wireframe
+from lib.spacecraft.files import read_camera, read_labels, read_landmarks, read_submission
+from lib.spacecraft.scores import esa_score, pose_errors
 from lib.utils.drawing import (
     PREDICTION_COLOR,
-    SPACECRAFT_WIREFRAME,
     TRUTH_COLOR,
-    draw_projected_wireframe,
     draw_text_box,
     save_image,
     to_bgr,

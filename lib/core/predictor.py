@@ -100,9 +100,9 @@ def predict_spacecraft_poses(cfg, model: nn.Module, images: Sequence[tuple[str, 
     """Two-stage spacecraft pose for (image path, width, height) items: the coarse model
     (TEST.SPEED_COARSE_CFG / _MODEL_FILE) on the whole image gives the box, `model` the
     landmarks in it, PnP with the data set's camera and landmark file the pose."""
-    from lib.core.pose_solver import pnp_options, solve_poses
     from lib.core.speed_two_stage import coarse_config, load_coarse_model, search_crops
-    from lib.dataset.speed_files import load_camera, read_landmarks
+    from lib.spacecraft.files import load_camera, read_landmarks
+    from lib.spacecraft.pose_solver import pnp_options, solve_poses
 
     camera = load_camera(cfg.DATASET.ROOT)
     landmarks_3d = read_landmarks(os.path.join(cfg.DATASET.ROOT, cfg.DATASET.KEYPOINTS_FILE),

@@ -23,10 +23,11 @@ from yacs.config import CfgNode
 import lib.models
 from lib.config import default_config, merge_from_file
 from lib.core.inference import get_final_preds
-from lib.core.pose_solver import PoseBatch, pnp_options, solve_poses
-from lib.dataset.speed import SpeedDataset, write_box_file
+from lib.dataset.speed import SpeedDataset
+from lib.spacecraft.files import write_box_file
+from lib.spacecraft.geometry import project_points
+from lib.spacecraft.pose_solver import PoseBatch, pnp_options, solve_poses
 from lib.utils.checkpoint import load_weights_file
-from lib.utils.geometry import project_points
 from lib.utils.runtime import autocast, select_device
 from lib.utils.transforms import input_transform
 

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
 import os
 import random
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as tv
 
+from lib.utils.io import UserFileError
 from lib.utils.transforms import (
     PIXEL_STD,
     affine_transform,
@@ -45,7 +44,7 @@ IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 _ZIP_READERS: dict[tuple[int, str], zipfile.ZipFile] = {}  # (pid, archive) -> open archive
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserFileError):
     """A data set file whose content does not follow its format (named in the message)."""
 
 
@@ -269,32 +268,6 @@ def _pixel_lookup_table(transform: Callable | None) -> np.ndarray | None:
 # --------------------------------------------------------------------------------------------
 # Small shared helpers for subclasses
 # --------------------------------------------------------------------------------------------
-def load_json(path: str, what: str) -> Any:
-    """Parsed JSON file; missing file or broken JSON is an error naming ``what`` and the path."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as err:
-            raise DatasetFormatError(f"{what} is not valid JSON: {path}: {err}") from None
-
-
-def write_json_atomic(path: str, obj: Any, **dump_kwargs: Any) -> None:
-    """Write JSON through a temporary file in the same folder, so readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, **dump_kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def merge_rank_outputs(
     parts: Sequence[tuple[Sequence[int], np.ndarray, np.ndarray, Sequence[str]]],
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:

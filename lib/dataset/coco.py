@@ -19,10 +19,9 @@ from pycocotools.cocoeval import COCOeval
 from lib.dataset.JointsDataset import (
     DatasetFormatError,
     JointsDataset,
-    load_json,
-    write_json_atomic,
 )
 from lib.nms import oks_nms, soft_oks_nms
+from lib.utils.io import read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class COCODataset(JointsDataset):
 
         self.ann_file = self._get_ann_file_keypoint()
         self.coco = COCO()
-        self.coco.dataset = load_json(self.ann_file, "COCO annotation file")
+        self.coco.dataset = read_json(self.ann_file, "COCO annotation file", DatasetFormatError)
         if not isinstance(self.coco.dataset, dict) or "images" not in self.coco.dataset:
             raise DatasetFormatError(f"COCO annotation file has no 'images' list: {self.ann_file}")
         self.coco.createIndex()
@@ -171,7 +170,7 @@ class COCODataset(JointsDataset):
         if not self.bbox_file:
             raise FileNotFoundError(
                 f"{what} is not set: set it, or TEST.USE_GT_BBOX True to test on GT boxes")
-        all_boxes = load_json(self.bbox_file, what)
+        all_boxes = read_json(self.bbox_file, what, DatasetFormatError)
         if not isinstance(all_boxes, list):
             raise DatasetFormatError(f"{what} must hold a list of detections: {self.bbox_file}")
         logger.info("=> Total boxes: %d", len(all_boxes))

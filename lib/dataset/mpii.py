@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 from scipy.io import loadmat, savemat
 
-from lib.dataset.JointsDataset import DatasetFormatError, JointsDataset, load_json
+from lib.dataset.JointsDataset import DatasetFormatError, JointsDataset
+from lib.utils.io import atomic_write, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class MPIIDataset(JointsDataset):
         self.db = self._finish_db(self._get_db(), self.ann_file)
 
     def _get_db(self) -> list[dict[str, Any]]:
-        anno = load_json(self.ann_file, "MPII annotation file")
+        anno = read_json(self.ann_file, "MPII annotation file", DatasetFormatError)
         if not isinstance(anno, list):
             raise DatasetFormatError(f"MPII annotation file must hold a list: {self.ann_file}")
         labelled = self.image_set != "test"
@@ -165,7 +165,8 @@ class MPIIDataset(JointsDataset):
             raise ValueError(f"preds must be N x {self.num_joints} x 2+, got {preds.shape}")
         preds = preds[:, :, 0:2] + 1.0
         if output_dir:
-            _savemat_atomic(os.path.join(output_dir, "pred.mat"), {"preds": preds})
+            atomic_write(os.path.join(output_dir, "pred.mat"),
+                         lambda handle: savemat(handle, {"preds": preds}))
 
         if "test" in self.image_set:
             logger.info("=> %s has no labels: only pred.mat written, scores set to 0",
@@ -177,17 +178,3 @@ class MPIIDataset(JointsDataset):
             raise FileNotFoundError(f"MPII ground-truth file not found: {gt_file}")
         name_value = compute_pckh(np.transpose(preds, [1, 2, 0]), loadmat(gt_file), gt_file)
         return name_value, name_value["Mean"]
-
-
-def _savemat_atomic(path: str, variables: dict[str, Any]) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".mat")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            savemat(f, variables)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -9,12 +9,7 @@ a plain NAME reads ``ROOT/synthetic/NAME.json`` + ``ROOT/synthetic/images/`` whe
 Crops: training and TEST.SPEED_BBOX 'gt' (an oracle, flagged in the printed scores) use the box
 of the projected landmarks; 'file' and 'model' use a box file (format below); with
 DATASET.SPEED_FULL_IMAGE the crop is the whole image (the coarse model of the two-stage path).
-
-Box file (TEST.SPEED_BBOX_FILE, also what the two-stage path writes): a JSON list of detections
-``{"filename": "img000001.jpg", "bbox": [x, y, w, h], "score": 0.9}`` in full-image pixels
-(x, y the top-left corner; "image_name" is accepted for "filename"; "score" defaults to 1).
-A JSON object mapping a filename to one such entry (or to a list of them) is read too. Where an
-image has several detections the highest score wins.
+The box file's format is that of ``lib.spacecraft.files.read_box_file``.
 """
 
 from __future__ import annotations
@@ -29,88 +24,24 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lib.core.pose_metrics import landmark_pixel_error, pose_score_summary
-from lib.core.pose_solver import pnp_options, solve_poses
-from lib.dataset.JointsDataset import (
-    DatasetFormatError,
-    JointsDataset,
-    load_json,
-    write_json_atomic,
-)
-from lib.dataset.speed_files import (
+from lib.dataset.JointsDataset import DatasetFormatError, JointsDataset
+from lib.spacecraft.files import (
     Camera,
     PoseLabel,
     load_camera,
+    read_box_file,
     read_labels,
     read_landmarks,
     write_submission,
 )
-from lib.utils.geometry import project_points
+from lib.spacecraft.geometry import project_points
+from lib.spacecraft.pose_solver import pnp_options, solve_poses
+from lib.spacecraft.scores import landmark_pixel_error, pose_score_summary
 
 logger = logging.getLogger(__name__)
 
 BOX_SOURCES = ("gt", "file", "model")
 ORACLE_SUFFIX = " [oracle boxes]"  # appended to every score name when the crops came from GT
-
-
-# --------------------------------------------------------------------------------------------
-# Box files
-# --------------------------------------------------------------------------------------------
-def write_box_file(path: str, filenames: Sequence[str], boxes: np.ndarray,
-                   scores: Sequence[float] | np.ndarray | None = None) -> str:
-    """Write detections (boxes N x 4 as x, y, w, h full-image pixels) atomically; returns path."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if len(boxes) != len(filenames):
-        raise ValueError(f"{len(filenames)} filenames but {len(boxes)} boxes")
-    scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64).ravel()
-    if len(scores) != len(boxes):
-        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
-    entries = [{"filename": str(name), "bbox": [float(v) for v in box], "score": float(score)}
-               for name, box, score in zip(filenames, boxes, scores, strict=True)]
-    write_json_atomic(path, entries, indent=1)
-    return path
-
-
-def _box_entries(data: Any, path: str) -> list[tuple[Any, Any, str]]:
-    """(filename, entry, where) of every detection of a parsed box file."""
-    if isinstance(data, list):
-        return [(e.get("filename", e.get("image_name")) if isinstance(e, dict) else None, e,
-                 f"{path}: entry {i}") for i, e in enumerate(data)]
-    if isinstance(data, dict):
-        found = []
-        for name, value in data.items():
-            for k, entry in enumerate(value if isinstance(value, list) else [value]):
-                found.append((name, entry, f"{path}: '{name}' detection {k}"))
-        return found
-    raise DatasetFormatError(f"{path}: a box file is a JSON list of detections or an object "
-                             f"keyed by filename, got {type(data).__name__}")
-
-
-def read_box_file(path: str) -> dict[str, tuple[np.ndarray, float]]:
-    """filename -> (box [x, y, w, h], score) of a box file, the best-scoring detection per image.
-
-    A detection without a filename, with a box that is not 4 finite numbers or has no area, or a
-    score that is not a number is an error naming the file and the entry.
-    """
-    best: dict[str, tuple[np.ndarray, float]] = {}
-    for name, entry, where in _box_entries(load_json(path, "box file"), path):
-        if not isinstance(name, str) or not name or not isinstance(entry, dict):
-            raise DatasetFormatError(f"{where}: needs a 'filename' (or 'image_name') and a 'bbox'")
-        if "bbox" not in entry:
-            raise DatasetFormatError(f"{where} ('{name}'): no 'bbox' [x, y, w, h]")
-        try:
-            box = np.asarray(entry["bbox"], dtype=np.float64).reshape(-1)
-            score = float(entry.get("score", 1.0))
-        except (TypeError, ValueError):
-            raise DatasetFormatError(
-                f"{where} ('{name}'): 'bbox' must be 4 numbers and 'score' a number") from None
-        if box.size != 4 or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
-            raise DatasetFormatError(
-                f"{where} ('{name}'): 'bbox' must be [x, y, w, h] with w, h > 0, got "
-                f"{entry['bbox']}")
-        if name not in best or score > best[name][1]:
-            best[name] = (box, score)
-    return best
 
 
 def submission_path(output_dir: str, image_set: str, oracle: bool = False) -> str:

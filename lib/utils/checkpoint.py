@@ -12,7 +12,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+
+from lib.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -178,24 +179,9 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    A crash mid-write therefore never leaves a truncated checkpoint under the final name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary_name = tempfile.mkstemp(
-        prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, 'wb') as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary_name, path)
-    except BaseException:
-        Path(temporary_name).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through the atomic writer: a crash mid-write never leaves a truncated
+    checkpoint under the final name."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 class PretrainedLoad(NamedTuple):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.utils.io import atomic_write
+
 __all__ = [
     "EVENT_FILE_MARKER",
     "ScalarSeries",
@@ -175,8 +177,5 @@ def plot_curves(scalars: dict[str, ScalarSeries], out_path: str | os.PathLike,
     if title:
         figure.suptitle(title)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_path.with_name(f".{out_path.name}.tmp{out_path.suffix}")
-    figure.savefig(temporary)
-    os.replace(temporary, out_path)
-    return out_path
+    image_format = out_path.suffix.lstrip(".") or "png"
+    return atomic_write(out_path, lambda handle: figure.savefig(handle, format=image_format))

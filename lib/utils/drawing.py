@@ -1,4 +1,4 @@
-"""Drawing predictions over images: keypoint skeletons, projected spacecraft wireframes, text boxes.
+"""Drawing predictions over images: keypoint skeletons, wireframes, text boxes.
 
 Used by the plotting scripts in visualization/. Images are OpenCV BGR uint8 arrays, drawn on in
 place; coordinates are 0-based pixels with pixel centres at integers. Lines are anti-aliased and
@@ -8,21 +8,17 @@ placed with sub-pixel precision (OpenCV fixed point), so a drawn point lands whe
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from lib.utils.geometry import project_points
+from lib.utils.io import write_bytes_atomic
 
 __all__ = [
     "COCO_SKELETON",
     "MPII_SKELETON",
-    "Wireframe",
-    "SPACECRAFT_WIREFRAME",
     "TRUTH_COLOR",
     "PREDICTION_COLOR",
     "distinct_colors",
@@ -30,7 +26,6 @@ __all__ = [
     "to_bgr",
     "draw_skeleton",
     "draw_wireframe",
-    "draw_projected_wireframe",
     "draw_text_box",
     "save_image",
 ]
@@ -56,43 +51,6 @@ MPII_SKELETON: tuple[tuple[int, int], ...] = (
 
 TRUTH_COLOR = (0, 200, 0)  # BGR green
 PREDICTION_COLOR = (0, 0, 255)  # BGR red
-
-
-@dataclass(frozen=True)
-class Wireframe:
-    """Edges joining a model's landmarks (indices below ``num_landmarks``) and fixed anchor
-    points (index ``num_landmarks + k`` is ``anchors[k]``, body frame, metres).
-
-    Anchors let an edge end at a point that is no landmark, such as an antenna's foot.
-    """
-
-    num_landmarks: int
-    edges: tuple[tuple[int, int], ...]
-    anchors: tuple[tuple[float, float, float], ...] = ()
-
-    def points(self, landmarks: np.ndarray) -> np.ndarray:
-        """The landmarks followed by the anchors, (num_landmarks + A) x 3."""
-        landmarks = np.asarray(landmarks, dtype=np.float64)
-        if landmarks.shape != (self.num_landmarks, 3):
-            raise ValueError(
-                f"this wireframe joins {self.num_landmarks} landmarks (N x 3), got an array of "
-                f"shape {landmarks.shape}")
-        anchors = np.asarray(self.anchors, dtype=np.float64).reshape(-1, 3)
-        return np.vstack([landmarks, anchors])
-
-
-# The Tango-like model of lib/dataset/speed_synthetic.py (tango_model), 11 landmarks: 0-3 the
-# bottom corners of the body, 4-7 the top corners of the solar panel (both in ring order), 8-10
-# the antenna tips. The anchors are the antennas' feet on the body walls, where each rod starts.
-SPACECRAFT_WIREFRAME = Wireframe(
-    num_landmarks=11,
-    edges=(
-        (0, 1), (1, 2), (2, 3), (3, 0),  # body bottom square
-        (4, 5), (5, 6), (6, 7), (7, 4),  # solar panel rectangle
-        (8, 11), (9, 12), (10, 13),  # antenna tip -> its foot on the body
-    ),
-    anchors=((-0.20, 0.30, 0.23), (0.20, 0.30, 0.23), (0.12, -0.30, 0.23)),
-)
 
 
 def distinct_colors(count: int) -> list[tuple[int, int, int]]:
@@ -208,25 +166,6 @@ def draw_wireframe(
     return image
 
 
-def draw_projected_wireframe(
-    image: np.ndarray,
-    wireframe: Wireframe,
-    landmarks: np.ndarray,
-    q: np.ndarray,
-    r: np.ndarray,
-    camera_matrix: np.ndarray,
-    dist_coeffs: np.ndarray | None,
-    color: tuple[int, int, int],
-    thickness: int = 2,
-) -> np.ndarray:
-    """The wireframe of a model at pose (q, r) (SPEED convention, lib.utils.geometry), with a dot
-    on each landmark; returns the 2-D landmark positions (N x 2, NaN behind the camera)."""
-    pixels = project_points(wireframe.points(landmarks), q, r, camera_matrix, dist_coeffs)
-    draw_wireframe(image, pixels, wireframe.edges, color, thickness,
-                   dots=range(wireframe.num_landmarks))
-    return pixels[: wireframe.num_landmarks]
-
-
 def draw_text_box(
     image: np.ndarray,
     lines: Sequence[str],
@@ -270,20 +209,9 @@ def draw_text_box(
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Encode ``image`` by the file's extension and write it atomically (temporary file in the
-    same folder, then os.replace), so that a reader never sees half a picture."""
+    """Encode ``image`` by the file's extension and write it atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(path.suffix or ".png", image)
     if not ok:
         raise OSError(f"could not encode the image for {path}")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, encoded.tobytes())

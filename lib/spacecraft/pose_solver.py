@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from scipy.optimize import least_squares
 
-from lib.utils.geometry import rvec_tvec_to_pose
+from lib.spacecraft.geometry import rvec_tvec_to_pose
 
 __all__ = ["PoseSolution", "PoseBatch", "solve_pose", "solve_poses"]
 

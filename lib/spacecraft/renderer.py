@@ -8,7 +8,7 @@ Occlusion is exact for this model without a z-buffer: every part is convex, so b
 settles each part on its own, and every pair of parts has a separating plane (found once when the
 model is built) which says, for the camera's side of the plane, which part may hide the other;
 the parts are painted far to near in that order. Projection goes through
-``lib.utils.geometry.project_points``, the same function the loader uses.
+``lib.spacecraft.geometry.project_points``, the same function the loader uses.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lib.dataset.speed_files import (
+from lib.spacecraft.files import (
     Camera,
     PoseLabel,
     speed_camera,
@@ -27,7 +27,7 @@ from lib.dataset.speed_files import (
     write_labels,
     write_landmarks,
 )
-from lib.utils.geometry import body_to_camera, project_points, quat_to_dcm, random_quaternions
+from lib.spacecraft.geometry import body_to_camera, project_points, quat_to_dcm, random_quaternions
 
 __all__ = [
     "SatelliteModel",

@@ -1,4 +1,5 @@
-"""Readers and writers for the SPEED / SPEED+ files: camera, landmarks, labels, submission CSV.
+"""Readers and writers for the SPEED / SPEED+ files: camera, landmarks, labels, submission CSV,
+box files.
 
 One module knows the on-disk formats so that the data set, the generator and the scoring tool
 agree. Every reader validates what it returns and names the file (and row / entry) at fault.
@@ -10,15 +11,14 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from lib.dataset.JointsDataset import DatasetFormatError
+from lib.utils.io import UserFileError, read_json, write_json_atomic, write_text_atomic
 
 __all__ = [
     "SpeedFileError",
@@ -36,13 +36,14 @@ __all__ = [
     "write_submission",
     "read_submission",
     "match_submission",
-    "atomic_write_text",
+    "read_box_file",
+    "write_box_file",
 ]
 
 SUBMISSION_HEADER = ("filename", "q0", "q1", "q2", "q3", "x", "y", "z")
 
 
-class SpeedFileError(DatasetFormatError):
+class SpeedFileError(UserFileError):
     """A SPEED / SPEED+ file exists but its content is wrong (message names file and place)."""
 
 
@@ -82,31 +83,6 @@ class Submission(NamedTuple):
     rows: list[int]
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-
-
-def _read_json(path: Path) -> object:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as err:
-        raise SpeedFileError(f"{path}: not valid JSON ({err})") from err
-
-
 # ----------------------------------------------------------------------------------------- camera
 def speed_camera(width: int = 1920, height: int = 1200) -> Camera:
     """The SPEED camera (17.6 mm lens, 5.86 um pixels, 1920 x 1200, no distortion).
@@ -127,7 +103,7 @@ def speed_camera(width: int = 1920, height: int = 1200) -> Camera:
 def read_camera(path: str | os.PathLike) -> Camera:
     """A SPEED+ camera.json: Nu, Nv, cameraMatrix required; distCoeffs optional (zeros)."""
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path, "camera file", SpeedFileError)
     if not isinstance(data, dict):
         raise SpeedFileError(f"{path}: expected a JSON object with Nu, Nv, cameraMatrix")
     for field in ("Nu", "Nv", "cameraMatrix"):
@@ -177,7 +153,7 @@ def write_camera(path: str | os.PathLike, camera: Camera) -> None:
         "cameraMatrix": np.asarray(camera.matrix, dtype=np.float64).tolist(),
         "distCoeffs": np.asarray(camera.dist_coeffs, dtype=np.float64).tolist(),
     }
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 # -------------------------------------------------------------------------------------- landmarks
@@ -215,7 +191,7 @@ def read_landmarks(path: str | os.PathLike, num_joints: int | None = None) -> np
     elif suffix == ".npy":
         points = np.load(path, allow_pickle=False)
     else:
-        data = _read_json(path)
+        data = read_json(path, "landmark file", SpeedFileError)
         if isinstance(data, dict):
             if "landmarks" not in data:
                 raise SpeedFileError(f"{path}: JSON object without a 'landmarks' list")
@@ -240,7 +216,7 @@ def write_landmarks(path: str | os.PathLike, landmarks: np.ndarray) -> None:
     """keypoints.json: the bare N x 3 list of body-frame landmarks in metres."""
     points = np.asarray(landmarks, dtype=np.float64)
     rows = ",\n".join("  " + json.dumps([float(v) for v in row]) for row in points)
-    atomic_write_text(path, "[\n" + rows + "\n]\n")
+    write_text_atomic(path, "[\n" + rows + "\n]\n")
 
 
 # ----------------------------------------------------------------------------------------- labels
@@ -262,7 +238,7 @@ def read_labels(path: str | os.PathLike) -> list[PoseLabel]:
     Quaternions are normalised; a zero norm, half a pose or a repeated filename is an error.
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path, "labels file", SpeedFileError)
     if not isinstance(data, list):
         raise SpeedFileError(f"{path}: expected a JSON list of entries with 'filename'")
     labels: list[PoseLabel] = []
@@ -301,7 +277,7 @@ def write_labels(path: str | os.PathLike, labels: Sequence[PoseLabel]) -> None:
             entry["q_vbs2tango_true"] = [float(v) for v in label.q]
             entry["r_Vo2To_vbs_true"] = [float(v) for v in label.r]
         entries.append(entry)
-    atomic_write_text(path, json.dumps(entries, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(entries, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------------- submission
@@ -335,7 +311,7 @@ def write_submission(
         if not good:
             q_row, r_row = np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3)
         writer.writerow([name, *(repr(float(v)) for v in (*q_row, *r_row))])
-    atomic_write_text(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def read_submission(path: str | os.PathLike) -> Submission:
@@ -413,3 +389,66 @@ def match_submission(
     q_gt = np.stack([label.q for label in labels])
     r_gt = np.stack([label.r for label in labels])
     return q_gt, r_gt, submission.q[order], submission.r[order]
+
+
+# -------------------------------------------------------------------------------------- box files
+# A box file (TEST.SPEED_BBOX_FILE, also what the two-stage path writes) is a JSON list of
+# detections {"filename": "img000001.jpg", "bbox": [x, y, w, h], "score": 0.9} in full-image
+# pixels (x, y the top-left corner; "image_name" is accepted for "filename"; "score" defaults
+# to 1). A JSON object mapping a filename to one such entry (or to a list of them) is read too.
+# Where an image has several detections the highest score wins.
+def write_box_file(path: str, filenames: Sequence[str], boxes: np.ndarray,
+                   scores: Sequence[float] | np.ndarray | None = None) -> str:
+    """Write detections (boxes N x 4 as x, y, w, h full-image pixels) atomically; returns path."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) != len(filenames):
+        raise ValueError(f"{len(filenames)} filenames but {len(boxes)} boxes")
+    scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64).ravel()
+    if len(scores) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    entries = [{"filename": str(name), "bbox": [float(v) for v in box], "score": float(score)}
+               for name, box, score in zip(filenames, boxes, scores, strict=True)]
+    write_json_atomic(path, entries, indent=1)
+    return path
+
+
+def _box_entries(data: Any, path: str) -> list[tuple[Any, Any, str]]:
+    """(filename, entry, where) of every detection of a parsed box file."""
+    if isinstance(data, list):
+        return [(e.get("filename", e.get("image_name")) if isinstance(e, dict) else None, e,
+                 f"{path}: entry {i}") for i, e in enumerate(data)]
+    if isinstance(data, dict):
+        found = []
+        for name, value in data.items():
+            for k, entry in enumerate(value if isinstance(value, list) else [value]):
+                found.append((name, entry, f"{path}: '{name}' detection {k}"))
+        return found
+    raise SpeedFileError(f"{path}: a box file is a JSON list of detections or an object "
+                             f"keyed by filename, got {type(data).__name__}")
+
+
+def read_box_file(path: str) -> dict[str, tuple[np.ndarray, float]]:
+    """filename -> (box [x, y, w, h], score) of a box file, the best-scoring detection per image.
+
+    A detection without a filename, with a box that is not 4 finite numbers or has no area, or a
+    score that is not a number is an error naming the file and the entry.
+    """
+    best: dict[str, tuple[np.ndarray, float]] = {}
+    for name, entry, where in _box_entries(read_json(path, "box file", SpeedFileError), path):
+        if not isinstance(name, str) or not name or not isinstance(entry, dict):
+            raise SpeedFileError(f"{where}: needs a 'filename' (or 'image_name') and a 'bbox'")
+        if "bbox" not in entry:
+            raise SpeedFileError(f"{where} ('{name}'): no 'bbox' [x, y, w, h]")
+        try:
+            box = np.asarray(entry["bbox"], dtype=np.float64).reshape(-1)
+            score = float(entry.get("score", 1.0))
+        except (TypeError, ValueError):
+            raise SpeedFileError(
+                f"{where} ('{name}'): 'bbox' must be 4 numbers and 'score' a number") from None
+        if box.size != 4 or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+            raise SpeedFileError(
+                f"{where} ('{name}'): 'bbox' must be [x, y, w, h] with w, h > 0, got "
+                f"{entry['bbox']}")
+        if name not in best or score > best[name][1]:
+            best[name] = (box, score)
+    return best
