@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.requirements-installed
 EXPORT_INSTALLED := $(VENV)/.export-requirements-installed
 NMS_BUILT := lib/nms/.cpu_nms-built
 
-.PHONY: setup test lint demo clean-build
+.PHONY: setup test test-quick lint demo clean-build
 
 setup: $(INSTALLED) $(NMS_BUILT)
 
@@ -32,6 +32,10 @@ lint: setup
 
 test: setup $(EXPORT_INSTALLED) lint
 	$(PY) -m pytest
+
+# The fast subset to run while editing (under a minute): every test not marked slow.
+test-quick: setup $(EXPORT_INSTALLED) lint
+	$(PY) -m pytest -m "not slow"
 
 # The main job: the spacecraft pipeline on the embedded synthetic data set (see README).
 demo: setup

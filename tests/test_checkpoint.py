@@ -1,16 +1,12 @@
 """Checkpoint files: safe loading, strict loading with clear errors, conversion, atomic writes."""
 
 import argparse
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
-from yacs.config import CfgNode as CN
 
-from lib.config import cfg as default_cfg
 from lib.models import build_model
 from lib.utils.checkpoint import (
     CheckpointFormatError,
@@ -24,27 +20,28 @@ from lib.utils.checkpoint import (
     save_atomic,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+# A two-branch HRNet of 4 and 8 channels, and a PoseResNet-18 with one 8-filter deconvolution.
+SMALL_HRNET = {'MODEL.EXTRA': {
+    'FINAL_CONV_KERNEL': 1,
+    'STAGE2': {'NUM_MODULES': 1, 'NUM_BRANCHES': 2, 'BLOCK': 'BASIC', 'NUM_BLOCKS': [1, 1],
+               'NUM_CHANNELS': [4, 8], 'FUSE_METHOD': 'SUM'}}}
+SMALL_RESNET = {'MODEL.NAME': 'pose_resnet', 'MODEL.EXTRA': {
+    'NUM_LAYERS': 18, 'DECONV_WITH_BIAS': False, 'NUM_DECONV_LAYERS': 1,
+    'NUM_DECONV_FILTERS': [8], 'NUM_DECONV_KERNELS': [4], 'FINAL_CONV_KERNEL': 1}}
 
 
-def small_hrnet(num_joints: int = 5) -> torch.nn.Module:
-    cfg = default_cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.NUM_JOINTS = num_joints
-    branches = {'NUM_MODULES': 1, 'NUM_BRANCHES': 2, 'BLOCK': 'BASIC', 'NUM_BLOCKS': [1, 1],
-                'NUM_CHANNELS': [4, 8], 'FUSE_METHOD': 'SUM'}
-    cfg.MODEL.EXTRA = CN({'FINAL_CONV_KERNEL': 1, 'STAGE2': branches}, new_allowed=True)
-    return build_model(cfg, is_train=False)
+@pytest.fixture
+def small_hrnet(make_cfg) -> Callable[..., torch.nn.Module]:
+    """small_hrnet(num_joints=5): a freshly initialised small HRNet per call."""
+    def build(num_joints: int = 5) -> torch.nn.Module:
+        cfg = make_cfg(None, {**SMALL_HRNET, 'MODEL.NUM_JOINTS': num_joints})
+        return build_model(cfg, is_train=False)
+    return build
 
 
-def small_resnet() -> torch.nn.Module:
-    cfg = default_cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.NAME = 'pose_resnet'
-    cfg.MODEL.EXTRA = CN({'NUM_LAYERS': 18, 'DECONV_WITH_BIAS': False, 'NUM_DECONV_LAYERS': 1,
-                          'NUM_DECONV_FILTERS': [8], 'NUM_DECONV_KERNELS': [4],
-                          'FINAL_CONV_KERNEL': 1}, new_allowed=True)
-    return build_model(cfg, is_train=False)
+@pytest.fixture
+def small_resnet(make_cfg) -> torch.nn.Module:
+    return build_model(make_cfg(None, SMALL_RESNET), is_train=False)
 
 
 def randomised(model: torch.nn.Module) -> dict:
@@ -60,7 +57,7 @@ def assert_same_state(model: torch.nn.Module, expected: dict) -> None:
 
 
 @pytest.mark.parametrize('prefix', ['', 'module.'])
-def test_strict_load_of_saved_state_dict(tmp_path, prefix):
+def test_strict_load_of_saved_state_dict(small_hrnet, tmp_path, prefix):
     weights = randomised(small_hrnet())
     path = tmp_path / 'model_best.pth'
     save_atomic({prefix + key: value for key, value in weights.items()}, path)
@@ -69,7 +66,8 @@ def test_strict_load_of_saved_state_dict(tmp_path, prefix):
     assert_same_state(model, weights)
 
 
-def test_training_checkpoint_loads_with_weights_only(tmp_path):
+@pytest.mark.slow
+def test_training_checkpoint_loads_with_weights_only(small_hrnet, tmp_path):
     model = small_hrnet()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model(torch.randn(1, 3, 32, 32)).sum().backward()
@@ -87,9 +85,9 @@ def test_training_checkpoint_loads_with_weights_only(tmp_path):
     assert extract_state_dict(only_best).keys() == best.keys()
 
 
-def test_checkpoint_of_another_architecture_names_the_keys(tmp_path):
+def test_checkpoint_of_another_architecture_names_the_keys(small_hrnet, small_resnet, tmp_path):
     path = tmp_path / 'pose_resnet_18.pth'
-    save_atomic(small_resnet().state_dict(), path)
+    save_atomic(small_resnet.state_dict(), path)
     model = small_hrnet()
     with pytest.raises(CheckpointMismatchError) as caught:
         load_state_dict_strict(model, extract_state_dict(load_checkpoint_file(path)), path)
@@ -102,14 +100,14 @@ def test_checkpoint_of_another_architecture_names_the_keys(tmp_path):
            '[64, 3, 3, 3]' in message
 
 
-def test_other_joint_count_is_a_shape_mismatch(tmp_path):
+def test_other_joint_count_is_a_shape_mismatch(small_hrnet, tmp_path):
     path = tmp_path / 'mpii.pth'
     save_atomic(small_hrnet(num_joints=16).state_dict(), path)
     with pytest.raises(CheckpointMismatchError, match=r'2 keys with another shape \(final_layer'):
         load_state_dict_strict(small_hrnet(num_joints=17), load_checkpoint_file(path), path)
 
 
-def test_pickled_objects_get_the_convert_hint(tmp_path):
+def test_pickled_objects_get_the_convert_hint(small_hrnet, tmp_path):
     path = tmp_path / 'legacy.pth'
     torch.save({'state_dict': small_hrnet().state_dict(), 'args': argparse.Namespace(lr=1)},
                path)
@@ -131,18 +129,15 @@ def test_unreadable_and_missing_files(tmp_path):
         extract_state_dict({'epoch': 1, 'perf': 0.5})
 
 
-def test_convert_checkpoint_round_trip(tmp_path):
+@pytest.mark.slow
+def test_convert_checkpoint_round_trip(small_hrnet, run_tool, tmp_path):
     weights = randomised(small_hrnet())
     legacy = tmp_path / 'legacy.pth.tar'
     torch.save({'epoch': 140, 'perf': np.float64(0.9), 'config': argparse.Namespace(a=1),
                 'state_dict': {f'module.{key}': value for key, value in weights.items()}},
                legacy)
     converted = tmp_path / 'converted' / 'plain.pth'
-    result = subprocess.run(
-        [sys.executable, 'tools/convert_checkpoint.py', '--in', str(legacy), '--out',
-         str(converted)],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-    )
+    result = run_tool('tools/convert_checkpoint.py', '--in', legacy, '--out', converted)
     assert 'executes any code' in result.stderr
     assert f'wrote {len(weights)} tensors' in result.stdout
     plain = load_checkpoint_file(converted)  # weights_only=True now works

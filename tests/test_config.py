@@ -6,7 +6,16 @@ import os
 
 import pytest
 
-from lib.config import ConfigKeyError, cfg, merge_from_file, merge_from_list, update_config
+from lib.config import (
+    ConfigKeyError,
+    ConfigValueError,
+    cfg,
+    check_config,
+    default_config,
+    merge_from_file,
+    merge_from_list,
+    update_config,
+)
 
 EXPERIMENTS = sorted(glob.glob("experiments/coco/*/*.yaml")
                      + glob.glob("experiments/mpii/*/*.yaml"))
@@ -138,3 +147,88 @@ def test_missing_config_file():
 def test_wrong_type_is_an_error():
     with pytest.raises(ValueError, match="TRAIN.LR"):
         merge_from_list(cfg.clone(), ["TRAIN.LR", "fast"])
+
+
+# (command-line overrides, the key the error must name): impossible values a user could type.
+BAD_VALUES = [
+    (["TRAIN.BATCH_SIZE_PER_GPU", "0"], "TRAIN.BATCH_SIZE_PER_GPU"),
+    (["TEST.BATCH_SIZE_PER_GPU", "-4"], "TEST.BATCH_SIZE_PER_GPU"),
+    (["TRAIN.LR", "-0.001"], "TRAIN.LR"),
+    (["TRAIN.LR_FACTOR", "-0.1"], "TRAIN.LR_FACTOR"),
+    (["TRAIN.LR_STEP", "[90, -1]"], "TRAIN.LR_STEP"),
+    (["TRAIN.WD", "-1e-4"], "TRAIN.WD"),
+    (["TRAIN.OPTIMIZER", "rmsprop"], "TRAIN.OPTIMIZER"),
+    (["TRAIN.BEGIN_EPOCH", "200"], "TRAIN.BEGIN_EPOCH"),  # END_EPOCH stays 140
+    (["TRAIN.EMA_DECAY", "1.0"], "TRAIN.EMA_DECAY"),
+    (["MODEL.IMAGE_SIZE", "[256]"], "MODEL.IMAGE_SIZE"),
+    (["MODEL.IMAGE_SIZE", "[0, 256]"], "MODEL.IMAGE_SIZE"),
+    (["MODEL.HEATMAP_SIZE", "[64.5, 64]"], "MODEL.HEATMAP_SIZE"),
+    (["MODEL.NUM_JOINTS", "0"], "MODEL.NUM_JOINTS"),
+    (["MODEL.SIGMA", "0"], "MODEL.SIGMA"),
+    (["MODEL.TARGET_TYPE", "offset"], "MODEL.TARGET_TYPE"),
+    (["MODEL.EXTRA.STEM_CHANNELS", "0"], "MODEL.EXTRA.STEM_CHANNELS"),
+    (["LOSS.USE_OHKM", "True", "LOSS.TOPK", "20"], "LOSS.TOPK"),  # 17 joints
+    (["PRINT_FREQ", "0"], "PRINT_FREQ"),
+    (["WORKERS", "-1"], "WORKERS"),
+    (["GPUS", "(-1,)"], "GPUS"),
+    (["DATASET.PROB_HALF_BODY", "1.5"], "DATASET.PROB_HALF_BODY"),
+    (["DATASET.PROB_NOISE", "1.5"], "DATASET.PROB_NOISE"),
+    (["DATASET.PROB_BLUR", "-0.1"], "DATASET.PROB_BLUR"),
+    (["DATASET.PROB_BRIGHTNESS_CONTRAST", "2.0"], "DATASET.PROB_BRIGHTNESS_CONTRAST"),
+    (["DATASET.SCALE_FACTOR", "-0.25"], "DATASET.SCALE_FACTOR"),
+    (["DATASET.ROT_FACTOR", "-30"], "DATASET.ROT_FACTOR"),
+    (["DATASET.SHIFT_FACTOR", "-0.1"], "DATASET.SHIFT_FACTOR"),
+    (["DATASET.NOISE_SIGMA", "-1.0"], "DATASET.NOISE_SIGMA"),
+    (["DATASET.BBOX_PADDING", "0.0"], "DATASET.BBOX_PADDING"),
+    (["DATASET.CACHE_IMAGES_MB", "-1"], "DATASET.CACHE_IMAGES_MB"),
+    (["TEST.SUBPIXEL_METHOD", "bilinear"], "TEST.SUBPIXEL_METHOD"),
+    (["TEST.OKS_THRE", "1.5"], "TEST.OKS_THRE"),
+    (["TEST.SPEED_BBOX", "detector"], "TEST.SPEED_BBOX"),
+    (["TEST.SPEED_COARSE_BOX_ENLARGE", "-1.1"], "TEST.SPEED_COARSE_BOX_ENLARGE"),
+    (["TEST.SPEED_CROP_CANDIDATES", "[1.5, 0.0]"], "TEST.SPEED_CROP_CANDIDATES"),
+    (["TEST.SPEED_CROP_AGREEMENT_TOL", "0.0"], "TEST.SPEED_CROP_AGREEMENT_TOL"),
+    (["TEST.SPEED_CROP_REFINE", "-1"], "TEST.SPEED_CROP_REFINE"),
+    (["TEST.PNP_RANSAC_REPROJ_ERR", "0.0"], "TEST.PNP_RANSAC_REPROJ_ERR"),
+    (["TEST.PNP_RANSAC_ITERS", "0"], "TEST.PNP_RANSAC_ITERS"),
+    (["TEST.PNP_RANSAC_CONFIDENCE", "1.5"], "TEST.PNP_RANSAC_CONFIDENCE"),
+    (["TEST.PNP_RANSAC_RETRIES", "-1"], "TEST.PNP_RANSAC_RETRIES"),
+]
+
+
+@pytest.mark.parametrize(("opts", "key"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+def test_impossible_value_names_key_value_and_rule(opts, key):
+    c = default_config()
+    with pytest.raises(ConfigValueError) as err:
+        merge_from_list(c, opts)
+    message = str(err.value)
+    assert message.startswith(("TRAIN.END_EPOCH", key))  # one problem, one line
+    assert key in message and " must " in message and repr(_get(c, key)) in message
+
+
+def test_every_experiment_file_and_the_defaults_pass_check_config():
+    check_config(default_config())
+    paths = sorted(glob.glob("experiments/**/*.yaml", recursive=True))
+    assert len(paths) >= 19
+    for path in paths:
+        c = default_config()
+        merge_from_file(c, path)  # checks
+        check_config(c)
+
+
+def test_config_value_error_is_a_value_error_listing_every_problem():
+    c = default_config()
+    with pytest.raises(ValueError, match=r"2 config values.*\n.*WORKERS .*\n.*TRAIN\.LR "):
+        merge_from_list(c, ["TRAIN.LR", "-1.0", "WORKERS", "-2"])
+
+
+def test_update_config_checks_once_after_file_and_options(tmp_path):
+    late = tmp_path / "late_start.yaml"
+    late.write_text("TRAIN:\n  BEGIN_EPOCH: 150\n")  # END_EPOCH 140 until the option below
+    with pytest.raises(ConfigValueError, match="TRAIN.END_EPOCH must be at least"):
+        merge_from_file(default_config(), late)
+    c = default_config()
+    update_config(c, _args(str(late), ["TRAIN.END_EPOCH", "160"]))
+    assert c.is_frozen() and c.TRAIN.BEGIN_EPOCH == 150
+    with pytest.raises(ConfigValueError, match="TRAIN.LR must be at least 0, got -0.5"):
+        update_config(default_config(), _args(str(late), ["TRAIN.END_EPOCH", "160",
+                                                         "TRAIN.LR", "-0.5"]))

@@ -144,3 +144,22 @@ def test_dark_leaves_border_and_flat_maps_alone():
     coords = np.array([[[5.0, 0.0], [0.0, 0.0], [4.0, 4.0]]])
     out = dark_offset(hm, coords, sigma=1.0)
     np.testing.assert_allclose(out, coords, atol=1e-6)
+
+
+def test_codec_decode_is_get_final_preds_and_checks_its_method():
+    from lib.utils.heatmap_codec import decode_heatmaps
+
+    rng = np.random.default_rng(1)
+    hm = rng.random((2, 3, 16, 12)).astype(np.float32)
+    center, scale = rng.uniform(50, 90, (2, 2)), rng.uniform(0.5, 1.5, (2, 2))
+    cfg = CfgNode({"TEST": CfgNode({"POST_PROCESS": True, "SUBPIXEL_METHOD": "dark"}),
+                   "MODEL": CfgNode({"SIGMA": 2})})
+    for method in ("dark", "quarter"):
+        cfg.TEST.SUBPIXEL_METHOD = method
+        ours = decode_heatmaps(hm, center, scale, method, 2.0)
+        for a, b in zip(ours, get_final_preds(cfg, hm, center, scale), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="sigma"):
+        decode_heatmaps(hm, center, scale, "dark")
+    with pytest.raises(ValueError, match="sub-pixel method"):
+        decode_heatmaps(hm, center, scale, "bilinear")

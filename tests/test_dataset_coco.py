@@ -20,15 +20,14 @@ from lib.dataset import (
     UnknownDatasetError,
     build_dataset,
     coco,
-    configure_opencv_for_workers,
-    merge_rank_outputs,
 )
 from lib.dataset.coco import COCO_STAT_NAMES, clean_box, image_id_from_path
-from lib.dataset.JointsDataset import _reference_getitem
 from lib.nms import COCO_SIGMAS
 from lib.nms.oks_nms import _oks_iou_loop, _oks_nms_loop
+from lib.utils.image_io import configure_opencv_for_workers
 from lib.utils.transforms import affine_transform_points, get_affine_transform
 from tests.datagen import fixture_cfg, make_coco_fixture
+from tests.reference_pipeline import reference_getitem
 
 NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
 META_KEYS = {"image", "filename", "imgnum", "joints", "joints_vis", "center", "scale",
@@ -144,7 +143,7 @@ def test_training_items_equal_the_original_algorithm(fixture, overrides, transfo
     for idx in range(len(ds)):
         for seed in range(10 * idx, 10 * idx + 4):
             ours = _seeded(seed, ds.__getitem__, idx)
-            _assert_items_equal(ours, _seeded(seed, _reference_getitem, ds, idx))
+            _assert_items_equal(ours, _seeded(seed, reference_getitem, ds, idx))
             flips += ours[3]["center"][0] != ds.db[idx]["center"][0]
     assert flips > 0  # the flip branch was exercised
 
@@ -153,7 +152,7 @@ def test_detection_items_equal_the_original_algorithm(fixture):
     _, ds = _dataset(fixture, TEST__USE_GT_BBOX=False,
                      TEST__COCO_BBOX_FILE=fixture["val"]["det_file"])
     for idx in range(len(ds)):
-        _assert_items_equal(ds[idx], _reference_getitem(ds, idx))
+        _assert_items_equal(ds[idx], reference_getitem(ds, idx))
 
 
 def test_same_seed_same_item_other_seed_other_item(fixture):
@@ -397,22 +396,6 @@ def test_rescoring_and_nms_keep_lists_equal_the_original_loop(fixture, soft, in_
         for a, b in zip(ours_img, ref_img, strict=True):
             assert a["score"] == b["score"]  # bit for bit
             assert a["keypoints"] is not None and np.array_equal(a["keypoints"], b["keypoints"])
-
-
-def test_evaluate_on_merged_rank_outputs(fixture, tmp_path):
-    cfg, ds = _dataset(fixture)
-    shifts = [_shift_for_oks(ann, 0.72) for ann in fixture["val"]["annotations"]]
-    preds, boxes, paths = _gt_predictions(ds, fixture, shifts)
-    # two ranks, interleaved indices, the last sample repeated as a DistributedSampler pads
-    rank0 = [0, 2, 4, 6]
-    rank1 = [1, 3, 5, 7, 0]
-    parts = [(idx, preds[idx], boxes[idx], [paths[i] for i in idx]) for idx in (rank0, rank1)]
-    merged = merge_rank_outputs(parts)
-    np.testing.assert_array_equal(merged[0], preds)
-    np.testing.assert_array_equal(merged[1], boxes)
-    assert merged[2] == paths
-    name_value, _ = ds.evaluate(cfg, merged[0], str(tmp_path), merged[1], merged[2])
-    assert name_value["AP"] == pytest.approx(0.5, abs=1e-12)
 
 
 def test_test_dev_writes_results_and_returns_zeros(tmp_path, caplog):

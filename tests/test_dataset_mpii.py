@@ -12,9 +12,9 @@ import torchvision.transforms as T
 from scipy.io import loadmat
 
 from lib.dataset import DatasetFormatError, MPIIDataset, build_dataset, mpii
-from lib.dataset.JointsDataset import _reference_getitem
 from lib.dataset.mpii import PCKH_NAMES, compute_pckh
 from tests.datagen import MPII_JOINT_NAMES, fixture_cfg, make_mpii_fixture
+from tests.reference_pipeline import reference_getitem
 
 NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
 WRISTS_AND_ANKLES = [0, 5, 10, 15]
@@ -85,7 +85,7 @@ def test_training_items_equal_the_original_algorithm(fixture, half_body):
             ours = ds[idx]
             np.random.seed(seed)
             random.seed(seed)
-            ref = _reference_getitem(ds, idx)
+            ref = reference_getitem(ds, idx)
             for a, b in zip(ours[:3], ref[:3], strict=True):
                 assert torch.equal(a, b)
             for key in ours[3]:

@@ -19,6 +19,8 @@ from datagen import make_coco_fixture
 
 from lib.utils.checkpoint import load_checkpoint_file
 
+pytestmark = pytest.mark.slow  # whole training / testing runs through the command line
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
 RUN = os.path.join("coco", "pose_hrnet", "w32_256x192_adam_lr1e-3")

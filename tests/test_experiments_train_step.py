@@ -10,6 +10,8 @@ from lib.core.loss import build_criterion
 from lib.models import build_model
 from lib.utils.utils import get_optimizer
 
+pytestmark = pytest.mark.slow  # one training step of every original experiment file
+
 EXPERIMENTS = sorted(glob.glob("experiments/coco/*/*.yaml")
                      + glob.glob("experiments/mpii/*/*.yaml"))
 

@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from yacs.config import CfgNode as CN
 
-from lib.config import cfg as default_cfg
-from lib.config import merge_from_file
 from lib.models import build_model
 from lib.utils.export import (
     ExportDependencyError,
@@ -26,35 +23,21 @@ REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
 
 
-def tiny_hrnet_cfg() -> CN:
-    """HRNet with three branches (fusion up and down), 5 joints, 64 x 48 (H x W): seconds."""
-    cfg = default_cfg.clone()
-    cfg.defrost()
-    stage = {"NUM_MODULES": 1, "BLOCK": "BASIC", "FUSE_METHOD": "SUM"}
-    cfg.MODEL.NUM_JOINTS = 5
-    cfg.MODEL.IMAGE_SIZE = [48, 64]  # width, height
-    cfg.MODEL.HEATMAP_SIZE = [12, 16]
-    cfg.MODEL.EXTRA = CN({
+_STAGE = {"NUM_MODULES": 1, "BLOCK": "BASIC", "FUSE_METHOD": "SUM"}
+# HRNet with three branches (fusion up and down), 5 joints, 64 x 48 (H x W): seconds.
+TINY_HRNET = (None, {
+    "MODEL.NUM_JOINTS": 5, "MODEL.IMAGE_SIZE": [48, 64], "MODEL.HEATMAP_SIZE": [12, 16],
+    "MODEL.EXTRA": {
         "FINAL_CONV_KERNEL": 1, "PRETRAINED_LAYERS": ["*"],
-        "STAGE2": {**stage, "NUM_BRANCHES": 2, "NUM_BLOCKS": [1, 1], "NUM_CHANNELS": [8, 16]},
-        "STAGE3": {**stage, "NUM_BRANCHES": 3, "NUM_BLOCKS": [1, 1, 1],
-                   "NUM_CHANNELS": [8, 16, 32]},
-    }, new_allowed=True)
-    return cfg
-
-
-def res18_cfg() -> CN:
-    """PoseResNet-18 (the res50 experiment with 18 layers) at 64 x 64, 17 joints.
-
-    Its input must be a multiple of 32 (at 64 x 48 the last stage rounds up and the heatmaps
-    come out 16 x 16, in PyTorch and ONNX alike)."""
-    cfg = default_cfg.clone()
-    cfg.defrost()
-    merge_from_file(cfg, REPO / "experiments/coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml")
-    cfg.MODEL.EXTRA.NUM_LAYERS = 18
-    cfg.MODEL.IMAGE_SIZE = [64, 64]
-    cfg.MODEL.HEATMAP_SIZE = [16, 16]
-    return cfg
+        "STAGE2": {**_STAGE, "NUM_BRANCHES": 2, "NUM_BLOCKS": [1, 1], "NUM_CHANNELS": [8, 16]},
+        "STAGE3": {**_STAGE, "NUM_BRANCHES": 3, "NUM_BLOCKS": [1, 1, 1],
+                   "NUM_CHANNELS": [8, 16, 32]}}})
+# PoseResNet-18 (the res50 experiment with 18 layers) at 64 x 64, 17 joints. Its input must be
+# a multiple of 32 (at 64 x 48 the last stage rounds up and the heatmaps come out 16 x 16, in
+# PyTorch and ONNX alike).
+RES50_FILE = "experiments/coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml"
+RES18 = (RES50_FILE, {"MODEL.EXTRA.NUM_LAYERS": 18, "MODEL.IMAGE_SIZE": [64, 64],
+                      "MODEL.HEATMAP_SIZE": [16, 16]})
 
 
 def with_random_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -94,7 +77,7 @@ def test_tool_without_extras_says_how_to_install_and_exits_2(monkeypatch, capsys
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "model.onnx"
-    cfg_file = REPO / "experiments/coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml"
+    cfg_file = REPO / RES50_FILE
     code = tool.main(["--cfg", str(cfg_file), "--out", str(out)])
     message = capsys.readouterr().err
     assert code == 2
@@ -103,16 +86,17 @@ def test_tool_without_extras_says_how_to_install_and_exits_2(monkeypatch, capsys
     assert not out.exists()
 
 
-@pytest.mark.parametrize("make_cfg, input_size, heatmap_shape", [
-    (tiny_hrnet_cfg, (64, 48), (5, 16, 12)),
-    (res18_cfg, (64, 64), (17, 16, 16)),
+@pytest.mark.slow
+@pytest.mark.parametrize("setting, input_size, heatmap_shape", [
+    (TINY_HRNET, (64, 48), (5, 16, 12)),
+    (RES18, (64, 64), (17, 16, 16)),
 ], ids=["hrnet", "pose_resnet18"])
-def test_onnx_matches_pytorch(make_cfg, input_size, heatmap_shape, tmp_path):
+def test_onnx_matches_pytorch(make_cfg, setting, input_size, heatmap_shape, tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     onnxruntime = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = with_random_batchnorm(build_model(make_cfg(), is_train=False))
+    model = with_random_batchnorm(build_model(make_cfg(*setting), is_train=False))
     path = export_onnx(model, tmp_path / "model.onnx", input_size)
 
     difference = onnx_parity(model, path, input_size, batch_size=3)
@@ -131,28 +115,31 @@ def test_onnx_matches_pytorch(make_cfg, input_size, heatmap_shape, tmp_path):
         np.testing.assert_allclose(heatmaps, expected, atol=TOLERANCE, rtol=0)
 
 
-def test_torchscript_exporter_and_requested_opset(tmp_path):
+@pytest.mark.slow
+def test_torchscript_exporter_and_requested_opset(make_cfg, tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    model = with_random_batchnorm(build_model(tiny_hrnet_cfg(), is_train=False))
+    model = with_random_batchnorm(build_model(make_cfg(*TINY_HRNET), is_train=False))
     path = export_onnx(model, tmp_path / "model.onnx", (64, 48), opset=17,
                        exporter="torchscript")
     assert onnx_opset(path) == 17
     assert onnx_parity(model, path, (64, 48), batch_size=2) < TOLERANCE
 
 
-def test_parity_catches_a_model_that_differs(tmp_path):
+@pytest.mark.slow
+def test_parity_catches_a_model_that_differs(make_cfg, tmp_path):
     """A file exported from other weights must fail the check: the check really compares."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    model = with_random_batchnorm(build_model(tiny_hrnet_cfg(), is_train=False))
+    model = with_random_batchnorm(build_model(make_cfg(*TINY_HRNET), is_train=False))
     path = export_onnx(model, tmp_path / "model.onnx", (64, 48), exporter="torchscript")
     with torch.no_grad():
         model.final_layer.bias.add_(1e-3)
     assert onnx_parity(model, path, (64, 48)) == pytest.approx(1e-3, rel=1e-3)
 
 
-def test_tool_exports_checks_and_loads_weights(tmp_path, capsys, monkeypatch):
+@pytest.mark.slow
+def test_tool_exports_checks_and_loads_weights(make_cfg, tmp_path, capsys, monkeypatch):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     monkeypatch.syspath_prepend(str(REPO / "tools"))
@@ -160,10 +147,10 @@ def test_tool_exports_checks_and_loads_weights(tmp_path, capsys, monkeypatch):
                                                   REPO / "tools" / "export_onnx.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    cfg_file = REPO / "experiments/coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml"
+    cfg_file = REPO / RES50_FILE
     overrides = ["MODEL.EXTRA.NUM_LAYERS", "18", "MODEL.IMAGE_SIZE", "[64, 64]"]
     weights = tmp_path / "weights.pth"
-    cfg = res18_cfg()
+    cfg = make_cfg(*RES18)
     torch.save(with_random_batchnorm(build_model(cfg, is_train=False), seed=3).state_dict(),
                weights)
     out = tmp_path / "res18.onnx"

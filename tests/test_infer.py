@@ -16,6 +16,8 @@ from lib.config import cfg as default_cfg
 from lib.config import merge_from_file, merge_from_list
 from lib.models import build_model
 
+pytestmark = pytest.mark.slow  # tools/infer.py end to end with trained tiny models
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
 TINY = ["MODEL.IMAGE_SIZE", "[64, 96]", "MODEL.HEATMAP_SIZE", "[16, 24]",

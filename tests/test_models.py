@@ -259,6 +259,7 @@ def test_pose_resnet50_cost_matches_published_figures():
     assert paper_gflops(macs) == pytest.approx(8.9, rel=0.015)
 
 
+@pytest.mark.slow
 def test_model_summary_tool_prints_params_and_gflops():
     result = subprocess.run(
         [sys.executable, 'tools/model_summary.py', '--cfg', f'experiments/{W32}',

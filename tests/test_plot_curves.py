@@ -1,8 +1,6 @@
 """Training curves: event files as the trainer writes them -> scalars -> epoch axis -> picture."""
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,6 @@ from tensorboardX import SummaryWriter
 
 from lib.utils.curves import epoch_positions, find_run_dir, plot_curves, read_scalars
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCHS, LOGS_PER_EPOCH = 4, 3
 MATPLOTLIB_BLUE = (31, 119, 180)  # RGB of the first line colour (C0)
 
@@ -89,12 +86,10 @@ def test_missing_or_empty_folder_is_a_clear_error(tmp_path):
         plot_curves({}, tmp_path / "x.png")
 
 
-def test_tool_writes_a_picture_with_the_curves(log_root, tmp_path):
+@pytest.mark.slow
+def test_tool_writes_a_picture_with_the_curves(run_tool, log_root, tmp_path):
     out = tmp_path / "plots" / "curves.png"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "plot_curves.py"), "--log-dir", str(log_root),
-         "--out", str(out)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = run_tool("tools/plot_curves.py", "--log-dir", log_root, "--out", out)
     assert "new_run" in result.stdout
     image = cv2.imread(str(out))
     assert image is not None and image.shape[:2] == (800, 1200)
@@ -110,10 +105,9 @@ def test_tool_writes_a_picture_with_the_curves(log_root, tmp_path):
             assert blue[rows, cols].sum() > 50
 
 
-def test_tool_names_the_folder_without_event_files(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "plot_curves.py"), "--log-dir", str(tmp_path),
-         "--out", str(tmp_path / "c.png")], capture_output=True, text=True, timeout=120)
+def test_tool_names_the_folder_without_event_files(run_tool, tmp_path):
+    result = run_tool("tools/plot_curves.py", "--log-dir", tmp_path, "--out", tmp_path / "c.png",
+                      check=False)
     assert result.returncode == 2
     assert str(tmp_path) in result.stderr and "no tensorboard event files" in result.stderr
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -16,39 +14,12 @@ import pytest
 import torch
 import torchvision.transforms as T
 
-from lib.config import cfg as default_cfg
 from lib.dataset.speed import ORACLE_SUFFIX, SpeedDataset, submission_path
-from lib.spacecraft.files import SpeedFileError, read_submission, write_box_file
-from lib.spacecraft.renderer import write_speed_synthetic
+from lib.spacecraft.files import SpeedFileError, read_box_file, read_submission, write_box_file
 from lib.utils.transforms import get_affine_transform
 
-ROOT = Path(__file__).resolve().parents[1]
-WIDTH, HEIGHT = 320, 200
+WIDTH, HEIGHT = 320, 200  # of the shared rendered set (conftest.SPEED_SET)
 NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("speed")
-    write_speed_synthetic(root, 6, 4, 3, seed=11, width=WIDTH, height=HEIGHT,
-                          show_progress=False)
-    return root
-
-
-def make_cfg(**options):
-    """Defaults for an 11-landmark 64 x 64 input; options 'SECTION__KEY' override."""
-    cfg = default_cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.NUM_JOINTS = 11
-    cfg.MODEL.IMAGE_SIZE = [64, 64]
-    cfg.MODEL.HEATMAP_SIZE = [16, 16]
-    cfg.DATASET.DATASET = "speed"
-    cfg.DATASET.KEYPOINTS_FILE = "keypoints.json"
-    cfg.DATASET.FLIP = False
-    for name, value in options.items():
-        section, key = name.split("__")
-        cfg[section][key] = value
-    return cfg
 
 
 def spec_projection(landmarks: np.ndarray, q: np.ndarray, r: np.ndarray,
@@ -70,8 +41,8 @@ def labels_of(root: Path, name: str) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------- items
-def test_items_have_the_documented_shapes(data_root):
-    ds = SpeedDataset(make_cfg(), str(data_root), "train", True, NORMALIZE)
+def test_items_have_the_documented_shapes(speed_root, speed_cfg):
+    ds = SpeedDataset(speed_cfg, str(speed_root), "train", True, NORMALIZE)
     assert len(ds) == 6 and ds.num_joints == 11
     model_input, target, weight, meta = ds[0]
     assert model_input.shape == (3, 64, 64) and model_input.dtype == torch.float32
@@ -81,11 +52,11 @@ def test_items_have_the_documented_shapes(data_root):
     assert ds.perf_higher_is_better is False
 
 
-def test_joints_are_the_projected_labels(data_root):
-    ds = SpeedDataset(make_cfg(), str(data_root), "validation", False, NORMALIZE)
-    camera = json.loads((data_root / "camera.json").read_text())
-    landmarks = np.asarray(json.loads((data_root / "keypoints.json").read_text()))
-    entries = labels_of(data_root, "synthetic/validation.json")
+def test_joints_are_the_projected_labels(speed_root, speed_cfg):
+    ds = SpeedDataset(speed_cfg, str(speed_root), "validation", False, NORMALIZE)
+    camera = json.loads((speed_root / "camera.json").read_text())
+    landmarks = np.asarray(json.loads((speed_root / "keypoints.json").read_text()))
+    entries = labels_of(speed_root, "synthetic/validation.json")
     assert [rec["filename"] for rec in ds.db] == [e["filename"] for e in entries]
     for rec, entry in zip(ds.db, entries, strict=True):
         expected = spec_projection(landmarks, entry["q_vbs2tango_true"],
@@ -95,8 +66,8 @@ def test_joints_are_the_projected_labels(data_root):
         np.testing.assert_array_equal(rec["joints_3d_vis"][:, 0], np.ones(11))
 
 
-def test_eval_crops_hold_the_landmarks_with_the_padding_margin(data_root):
-    ds = SpeedDataset(make_cfg(), str(data_root), "validation", False, NORMALIZE)
+def test_eval_crops_hold_the_landmarks_with_the_padding_margin(speed_root, speed_cfg):
+    ds = SpeedDataset(speed_cfg, str(speed_root), "validation", False, NORMALIZE)
     for index in range(len(ds)):
         _, target, weight, meta = ds[index]
         joints = meta["joints"][:, :2]
@@ -111,10 +82,11 @@ def test_eval_crops_hold_the_landmarks_with_the_padding_margin(data_root):
         np.testing.assert_array_equal(peaks % 16, np.trunc(joints[:, 0] / 4 + 0.5))
 
 
-def test_training_crops_keep_the_landmarks_under_translation(data_root):
+def test_training_crops_keep_the_landmarks_under_translation(speed_root, speed_cfg, make_cfg):
     # Padding 1.25 leaves 10 % of the crop on each side of the landmarks; shifts up to 8 %.
-    cfg = make_cfg(DATASET__SCALE_FACTOR=0.0, DATASET__ROT_FACTOR=0, DATASET__SHIFT_FACTOR=0.08)
-    ds = SpeedDataset(cfg, str(data_root), "train", True, NORMALIZE)
+    cfg = make_cfg(speed_cfg, {"DATASET.SCALE_FACTOR": 0.0, "DATASET.ROT_FACTOR": 0,
+                               "DATASET.SHIFT_FACTOR": 0.08})
+    ds = SpeedDataset(cfg, str(speed_root), "train", True, NORMALIZE)
     np.random.seed(0)
     largest = 0.0
     for index in range(len(ds)):
@@ -128,9 +100,9 @@ def test_training_crops_keep_the_landmarks_under_translation(data_root):
     assert largest > 0.02  # the crop did move
 
 
-def test_no_flip_even_when_the_config_asks(data_root):
-    cfg = make_cfg(DATASET__FLIP=True, DATASET__PROB_HALF_BODY=1.0)
-    ds = SpeedDataset(cfg, str(data_root), "train", True, NORMALIZE)
+def test_no_flip_even_when_the_config_asks(speed_root, speed_cfg, make_cfg):
+    cfg = make_cfg(speed_cfg, {"DATASET.FLIP": True, "DATASET.PROB_HALF_BODY": 1.0})
+    ds = SpeedDataset(cfg, str(speed_root), "train", True, NORMALIZE)
     assert ds.flip is False and ds.flip_pairs is None and ds.prob_half_body == 0
     np.random.seed(1)
     for _ in range(10):
@@ -141,18 +113,19 @@ def test_no_flip_even_when_the_config_asks(data_root):
         np.testing.assert_allclose(meta["joints"][:, :2], expected, atol=1e-6)
 
 
-def test_grayscale_is_fed_as_three_equal_channels(data_root):
-    ds = SpeedDataset(make_cfg(), str(data_root), "validation", False, None)
+def test_grayscale_is_fed_as_three_equal_channels(speed_root, speed_cfg):
+    ds = SpeedDataset(speed_cfg, str(speed_root), "validation", False, None)
     crop = ds[0][0]
     assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
     assert np.array_equal(crop[..., 0], crop[..., 1]) and np.array_equal(crop[..., 1], crop[..., 2])
     assert crop.std() > 5  # the spacecraft is in it, not an empty crop
 
 
-def test_image_cache_gives_the_same_items_and_decodes_each_image_once(data_root, monkeypatch):
-    plain = SpeedDataset(make_cfg(), str(data_root), "validation", False, None)
-    cached = SpeedDataset(make_cfg(DATASET__CACHE_IMAGES_MB=1), str(data_root), "validation",
-                          False, None)
+def test_image_cache_gives_the_same_items_and_decodes_each_image_once(speed_root, speed_cfg,
+                                                                      make_cfg, monkeypatch):
+    plain = SpeedDataset(speed_cfg, str(speed_root), "validation", False, None)
+    cached = SpeedDataset(make_cfg(speed_cfg, {"DATASET.CACHE_IMAGES_MB": 1}), str(speed_root),
+                          "validation", False, None)
     assert plain.image_cache is None and len(cached.image_cache) == 0
     first = [cached[i][0] for i in range(len(cached))]
     decoded = []
@@ -168,38 +141,35 @@ def test_image_cache_gives_the_same_items_and_decodes_each_image_once(data_root,
     assert not image.flags.writeable  # an in-place edit would corrupt every later epoch
 
 
-def test_image_cache_stops_filling_at_its_budget(data_root):
-    from lib.dataset.JointsDataset import ImageCache
+def test_image_cache_stops_filling_at_its_budget():
+    from lib.utils.image_io import ImageCache
 
     cache = ImageCache(budget_bytes=1000)
     small, large = np.zeros((10, 60), np.uint8), np.zeros((10, 50), np.uint8)
     assert cache.get("a", 0, lambda: small) is small and len(cache) == 1
     assert cache.get("b", 0, lambda: large) is large and len(cache) == 1  # 600 + 500 > 1000
     assert cache.get("a", 0, lambda: None) is small and cache.used_bytes == 600
-    with pytest.raises(ValueError, match="DATASET.CACHE_IMAGES_MB must be 0"):
-        SpeedDataset(make_cfg(DATASET__CACHE_IMAGES_MB=-1), str(data_root), "validation", False,
-                     None)
 
 
-def test_photometric_augmentation_is_off_by_default_and_on_when_asked(data_root):
+def test_photometric_augmentation_is_off_by_default_and_on_when_asked(speed_root, speed_cfg,
+                                                                      make_cfg):
     crop = np.full((64, 64), 100, np.uint8)
-    plain = SpeedDataset(make_cfg(), str(data_root), "train", True, NORMALIZE)
+    plain = SpeedDataset(speed_cfg, str(speed_root), "train", True, NORMALIZE)
     assert plain._augment_image(crop) is crop
-    noisy = SpeedDataset(make_cfg(DATASET__PROB_NOISE=1.0, DATASET__NOISE_SIGMA=20.0,
-                                  DATASET__PROB_BRIGHTNESS_CONTRAST=1.0,
-                                  DATASET__PROB_BLUR=1.0), str(data_root), "train", True,
-                         NORMALIZE)
+    noisy_cfg = make_cfg(speed_cfg, {"DATASET.PROB_NOISE": 1.0, "DATASET.NOISE_SIGMA": 20.0,
+                                     "DATASET.PROB_BRIGHTNESS_CONTRAST": 1.0,
+                                     "DATASET.PROB_BLUR": 1.0})
+    noisy = SpeedDataset(noisy_cfg, str(speed_root), "train", True, NORMALIZE)
     np.random.seed(3)
     out = noisy._augment_image(crop)
     assert out.dtype == np.uint8 and out.shape == crop.shape
     assert out.std() > 1.0 or abs(float(out.mean()) - 100) > 1.0
 
 
-def test_whole_image_crop_for_the_coarse_model(data_root):
-    cfg = make_cfg(DATASET__SPEED_FULL_IMAGE=True)
-    cfg.MODEL.IMAGE_SIZE = [64, 40]
-    cfg.MODEL.HEATMAP_SIZE = [16, 10]
-    ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE)
+def test_whole_image_crop_for_the_coarse_model(speed_root, speed_cfg, make_cfg):
+    cfg = make_cfg(speed_cfg, {"DATASET.SPEED_FULL_IMAGE": True, "MODEL.IMAGE_SIZE": [64, 40],
+                               "MODEL.HEATMAP_SIZE": [16, 10]})
+    ds = SpeedDataset(cfg, str(speed_root), "validation", False, NORMALIZE)
     _, _, _, meta = ds[0]
     np.testing.assert_allclose(meta["center"], [(WIDTH - 1) / 2, (HEIGHT - 1) / 2])
     np.testing.assert_allclose(meta["scale"] * 200, [WIDTH, WIDTH * 40 / 64], rtol=1e-6)
@@ -208,12 +178,13 @@ def test_whole_image_crop_for_the_coarse_model(data_root):
 
 
 # ---------------------------------------------------------------------------- unlabelled sets
-def test_unlabelled_set_predicts_with_boxes_from_a_file(data_root, tmp_path):
+def test_unlabelled_set_predicts_with_boxes_from_a_file(speed_root, make_cfg, speed_cfg,
+                                                        tmp_path):
     boxes = np.tile([40.0, 30.0, 100.0, 80.0], (3, 1))
-    names = [e["filename"] for e in labels_of(data_root, "test/test.json")]
+    names = [e["filename"] for e in labels_of(speed_root, "test/test.json")]
     box_file = write_box_file(str(tmp_path / "boxes.json"), names, boxes)
-    cfg = make_cfg(TEST__SPEED_BBOX="file", TEST__SPEED_BBOX_FILE=box_file)
-    ds = SpeedDataset(cfg, str(data_root), "test/test", False, NORMALIZE)
+    cfg = make_cfg(speed_cfg, {"TEST.SPEED_BBOX": "file", "TEST.SPEED_BBOX_FILE": box_file})
+    ds = SpeedDataset(cfg, str(speed_root), "test/test", False, NORMALIZE)
     assert not ds.labelled and len(ds) == 3
     model_input, target, weight, meta = ds[1]
     assert model_input.shape == (3, 64, 64)
@@ -222,35 +193,36 @@ def test_unlabelled_set_predicts_with_boxes_from_a_file(data_root, tmp_path):
     np.testing.assert_allclose(meta["scale"] * 200, [125.0, 125.0])  # 100 x 80 -> square, 1.25
 
 
-def test_a_box_file_handed_over_wins_over_the_oracle_setting(data_root, tmp_path):
-    names = [e["filename"] for e in labels_of(data_root, "synthetic/validation.json")]
+def test_a_box_file_handed_over_wins_over_the_oracle_setting(speed_root, speed_cfg, tmp_path):
+    names = [e["filename"] for e in labels_of(speed_root, "synthetic/validation.json")]
     box_file = write_box_file(str(tmp_path / "boxes.json"), names,
                               np.tile([40.0, 30.0, 100.0, 80.0], (len(names), 1)))
-    ds = SpeedDataset(make_cfg(), str(data_root), "validation", False, NORMALIZE,
-                      bbox_file=box_file)                     # TEST.SPEED_BBOX is 'gt'
+    ds = SpeedDataset(speed_cfg, str(speed_root), "validation", False, NORMALIZE,
+                      boxes=read_box_file(box_file))          # TEST.SPEED_BBOX is 'gt'
     assert ds.box_source == "file"
     np.testing.assert_allclose(ds[0][3]["center"], [90.0, 70.0])
 
 
-def test_unlabelled_set_refuses_oracle_boxes_and_training(data_root):
+def test_unlabelled_set_refuses_oracle_boxes_and_training(speed_root, speed_cfg):
     with pytest.raises(ValueError, match="no poses.*oracle"):
-        SpeedDataset(make_cfg(), str(data_root), "test/test", False, NORMALIZE)
+        SpeedDataset(speed_cfg, str(speed_root), "test/test", False, NORMALIZE)
     with pytest.raises(ValueError, match="no poses.*training"):
-        SpeedDataset(make_cfg(), str(data_root), "test/test", True, NORMALIZE)
+        SpeedDataset(speed_cfg, str(speed_root), "test/test", True, NORMALIZE)
 
 
 # ------------------------------------------------------------------------------- SPEED layout
-def test_speed_layout_with_the_old_label_key_and_the_speed_camera(data_root, tmp_path):
+def test_speed_layout_with_the_old_label_key_and_the_speed_camera(speed_root, speed_cfg,
+                                                                  tmp_path):
     root = tmp_path / "speed"
     (root / "images" / "train").mkdir(parents=True)
-    entries = labels_of(data_root, "synthetic/train.json")[:2]
+    entries = labels_of(speed_root, "synthetic/train.json")[:2]
     for entry in entries:
-        shutil.copy(data_root / "synthetic" / "images" / entry["filename"],
+        shutil.copy(speed_root / "synthetic" / "images" / entry["filename"],
                     root / "images" / "train" / entry["filename"])
         entry["q_vbs2tango"] = entry.pop("q_vbs2tango_true")
     (root / "train.json").write_text(json.dumps(entries))
-    shutil.copy(data_root / "keypoints.json", root / "keypoints.json")
-    ds = SpeedDataset(make_cfg(), str(root), "train", False, NORMALIZE)
+    shutil.copy(speed_root / "keypoints.json", root / "keypoints.json")
+    ds = SpeedDataset(speed_cfg, str(root), "train", False, NORMALIZE)
     assert ds.camera.width == 1920 and ds.camera.matrix[0, 0] == pytest.approx(3003.41, abs=0.01)
     landmarks = np.asarray(json.loads((root / "keypoints.json").read_text()))
     expected = spec_projection(landmarks, entries[1]["q_vbs2tango"],
@@ -260,39 +232,36 @@ def test_speed_layout_with_the_old_label_key_and_the_speed_camera(data_root, tmp
 
 
 # --------------------------------------------------------------------------------- bad inputs
-def test_landmark_count_must_equal_num_joints(data_root):
-    cfg = make_cfg(MODEL__NUM_JOINTS=17)
+def test_landmark_count_must_equal_num_joints(speed_root, speed_cfg, make_cfg):
+    cfg = make_cfg(speed_cfg, {"MODEL.NUM_JOINTS": 17})
     with pytest.raises(ValueError, match=r"11 landmarks.*NUM_JOINTS is 17"):
-        SpeedDataset(cfg, str(data_root), "train", True, NORMALIZE)
+        SpeedDataset(cfg, str(speed_root), "train", True, NORMALIZE)
 
 
-def test_image_listed_but_absent_is_named(data_root, tmp_path):
+def test_image_listed_but_absent_is_named(speed_root, speed_cfg, tmp_path):
     root = tmp_path / "copy"
-    shutil.copytree(data_root, root)
+    shutil.copytree(speed_root, root)
     (root / "synthetic" / "images" / "img000008.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="img000008.jpg"):
-        SpeedDataset(make_cfg(), str(root), "validation", False, NORMALIZE)
+        SpeedDataset(speed_cfg, str(root), "validation", False, NORMALIZE)
 
 
-def test_camera_without_its_matrix_is_named(data_root, tmp_path):
+def test_camera_without_its_matrix_is_named(speed_root, speed_cfg, tmp_path):
     root = tmp_path / "copy"
-    shutil.copytree(data_root, root)
+    shutil.copytree(speed_root, root)
     camera = json.loads((root / "camera.json").read_text())
     del camera["cameraMatrix"]
     (root / "camera.json").write_text(json.dumps(camera))
     with pytest.raises(SpeedFileError, match="camera.json.*cameraMatrix"):
-        SpeedDataset(make_cfg(), str(root), "validation", False, NORMALIZE)
+        SpeedDataset(speed_cfg, str(root), "validation", False, NORMALIZE)
 
 
-def test_unknown_image_set_and_box_source_are_named(data_root):
+def test_unknown_image_set_and_box_source_are_named(speed_root, speed_cfg, make_cfg):
     with pytest.raises(FileNotFoundError, match="nosuchset"):
-        SpeedDataset(make_cfg(), str(data_root), "nosuchset", False, NORMALIZE)
-    with pytest.raises(ValueError, match="SPEED_BBOX.*'detector'"):
-        SpeedDataset(make_cfg(TEST__SPEED_BBOX="detector"), str(data_root), "validation",
-                     False, NORMALIZE)
+        SpeedDataset(speed_cfg, str(speed_root), "nosuchset", False, NORMALIZE)
     with pytest.raises(ValueError, match="SPEED_BBOX_FILE"):
-        SpeedDataset(make_cfg(TEST__SPEED_BBOX="file"), str(data_root), "validation", False,
-                     NORMALIZE)
+        SpeedDataset(make_cfg(speed_cfg, {"TEST.SPEED_BBOX": "file"}), str(speed_root),
+                     "validation", False, NORMALIZE)
 
 
 # ------------------------------------------------------------------------------------ evaluate
@@ -302,9 +271,10 @@ def perfect_predictions(ds: SpeedDataset) -> np.ndarray:
     return preds
 
 
-def test_evaluate_perfect_predictions_scores_zero_and_round_trips(data_root, tmp_path):
-    cfg = make_cfg()
-    ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE)
+def test_evaluate_perfect_predictions_scores_zero_and_round_trips(speed_root, speed_cfg,
+                                                                  run_tool, tmp_path):
+    cfg = speed_cfg
+    ds = SpeedDataset(cfg, str(speed_root), "validation", False, NORMALIZE)
     names = [rec["filename"] for rec in ds.db]
     preds = perfect_predictions(ds)
     order = [2, 0, 3, 1]  # evaluate puts predictions back in data-set order by filename
@@ -319,20 +289,19 @@ def test_evaluate_perfect_predictions_scores_zero_and_round_trips(data_root, tmp
     csv_file = submission_path(str(tmp_path), "validation", oracle=True)
     assert csv_file.endswith("results/submission_validation_oracle.csv")
     assert read_submission(csv_file).filenames == names
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "speed_score.py"),
-         "--gt", str(data_root / "synthetic" / "validation.json"), "--submission", csv_file],
-        capture_output=True, text=True, check=True)
+    done = run_tool("tools/speed_score.py", "--gt", speed_root / "synthetic" / "validation.json",
+                    "--submission", csv_file)
     result = json.loads(done.stdout)
     assert result["n"] == 4 and result["esa_score"] < 1e-6 and result["rot_err_deg_mean"] < 1e-4
 
 
-def test_evaluate_counts_a_failed_image_with_the_worst_case(data_root, tmp_path):
-    cfg = make_cfg(TEST__SPEED_BBOX="file")
-    ds_gt = SpeedDataset(make_cfg(), str(data_root), "validation", False, NORMALIZE)
+def test_evaluate_counts_a_failed_image_with_the_worst_case(speed_root, speed_cfg, make_cfg,
+                                                            tmp_path):
+    ds_gt = SpeedDataset(speed_cfg, str(speed_root), "validation", False, NORMALIZE)
     boxes = write_box_file(str(tmp_path / "b.json"), [r["filename"] for r in ds_gt.db],
                            np.tile([0.0, 0.0, WIDTH, HEIGHT], (4, 1)))
-    ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE, bbox_file=boxes)
+    cfg = make_cfg(speed_cfg, {"TEST.SPEED_BBOX": "file", "TEST.SPEED_BBOX_FILE": boxes})
+    ds = SpeedDataset(cfg, str(speed_root), "validation", False, NORMALIZE)
     preds = perfect_predictions(ds)
     preds[1, :, 2] = 0.0  # no confident landmark: PnP cannot run
     table, perf = ds.evaluate(cfg, preds, str(tmp_path))
@@ -343,15 +312,16 @@ def test_evaluate_counts_a_failed_image_with_the_worst_case(data_root, tmp_path)
     np.testing.assert_array_equal(rows.q[1], [1, 0, 0, 0])
 
 
-def test_evaluate_unlabelled_writes_the_submission_only(data_root, tmp_path):
-    names = [e["filename"] for e in labels_of(data_root, "test/test.json")]
+def test_evaluate_unlabelled_writes_the_submission_only(speed_root, speed_cfg, make_cfg,
+                                                        tmp_path):
+    names = [e["filename"] for e in labels_of(speed_root, "test/test.json")]
     box_file = write_box_file(str(tmp_path / "boxes.json"), names,
                               np.tile([0.0, 0.0, WIDTH, HEIGHT], (3, 1)))
-    cfg = make_cfg(TEST__SPEED_BBOX="file", TEST__SPEED_BBOX_FILE=box_file)
-    ds = SpeedDataset(cfg, str(data_root), "test/test", False, NORMALIZE)
-    truth = labels_of(data_root, "test/labels.json")
-    landmarks = np.asarray(json.loads((data_root / "keypoints.json").read_text()))
-    matrix = np.asarray(json.loads((data_root / "camera.json").read_text())["cameraMatrix"])
+    cfg = make_cfg(speed_cfg, {"TEST.SPEED_BBOX": "file", "TEST.SPEED_BBOX_FILE": box_file})
+    ds = SpeedDataset(cfg, str(speed_root), "test/test", False, NORMALIZE)
+    truth = labels_of(speed_root, "test/labels.json")
+    landmarks = np.asarray(json.loads((speed_root / "keypoints.json").read_text()))
+    matrix = np.asarray(json.loads((speed_root / "camera.json").read_text())["cameraMatrix"])
     preds = np.ones((3, 11, 3))
     preds[:, :, :2] = [spec_projection(landmarks, e["q_vbs2tango_true"], e["r_Vo2To_vbs_true"],
                                        matrix) for e in truth]
@@ -363,8 +333,8 @@ def test_evaluate_unlabelled_writes_the_submission_only(data_root, tmp_path):
     np.testing.assert_allclose(np.abs(np.sum(rows.q * q_true, axis=1)), 1.0, atol=1e-7)
 
 
-def test_item_pixels_match_a_direct_warp(data_root):
-    ds = SpeedDataset(make_cfg(), str(data_root), "validation", False, None)
+def test_item_pixels_match_a_direct_warp(speed_root, speed_cfg):
+    ds = SpeedDataset(speed_cfg, str(speed_root), "validation", False, None)
     crop, _, _, meta = ds[3]
     image = cv2.imread(ds.db[3]["image"], cv2.IMREAD_GRAYSCALE)
     trans = get_affine_transform(meta["center"], meta["scale"], 0, [64, 64])

@@ -1,4 +1,5 @@
-"""The embedded SPEED+-layout generator (lib/spacecraft/renderer.py)."""
+"""The embedded SPEED+-layout generator (lib/spacecraft/renderer.py) and its tool
+(tools/make_speed_synthetic.py), on the session's rendered set (conftest.speed_root)."""
 import json
 
 import cv2
@@ -15,58 +16,61 @@ from lib.spacecraft.renderer import (
     write_speed_synthetic,
 )
 
-SIZE = dict(width=160, height=100)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("speed")
-    write_speed_synthetic(out, 3, 2, 2, seed=7, earth_fraction=0.5, show_progress=False, **SIZE)
-    return out
+SIZE = dict(width=160, height=100)  # single renders, smaller than the shared set
 
 
 def all_files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def test_layout_and_keys(dataset):
-    camera = read_camera(dataset / "camera.json")
-    assert (camera.width, camera.height) == (160, 100)
-    np.testing.assert_allclose(camera.matrix, speed_camera(160, 100).matrix)
-    assert read_landmarks(dataset / "keypoints.json", num_joints=11).shape == (11, 3)
-    train = json.loads((dataset / "synthetic" / "train.json").read_text())
-    assert len(train) == 3
+def test_layout_and_keys(speed_root, speed_set_args):
+    args = speed_set_args
+    width, height = args["width"], args["height"]
+    camera = read_camera(speed_root / "camera.json")
+    assert (camera.width, camera.height) == (width, height)
+    np.testing.assert_allclose(camera.matrix, speed_camera(width, height).matrix)
+    assert read_landmarks(speed_root / "keypoints.json", num_joints=11).shape == (11, 3)
+    train = json.loads((speed_root / "synthetic" / "train.json").read_text())
+    assert len(train) == args["num_train"]
     assert set(train[0]) == {"filename", "q_vbs2tango_true", "r_Vo2To_vbs_true"}
-    val = read_labels(dataset / "synthetic" / "validation.json")
-    test_names = json.loads((dataset / "test" / "test.json").read_text())
-    assert [set(entry) for entry in test_names] == [{"filename"}, {"filename"}]
-    test_labels = read_labels(dataset / "test" / "labels.json")
+    val = read_labels(speed_root / "synthetic" / "validation.json")
+    test_names = json.loads((speed_root / "test" / "test.json").read_text())
+    assert [set(entry) for entry in test_names] == [{"filename"}] * args["num_test"]
+    test_labels = read_labels(speed_root / "test" / "labels.json")
     assert [label.filename for label in test_labels] == [e["filename"] for e in test_names]
     names = [e["filename"] for e in train] + [label.filename for label in val]
-    assert len(set(names + [e["filename"] for e in test_names])) == 7
+    total = args["num_train"] + args["num_val"] + args["num_test"]
+    assert len(val) == args["num_val"]
+    assert len(set(names + [e["filename"] for e in test_names])) == total
     for name in names:
-        image = cv2.imread(str(dataset / "synthetic" / "images" / name), cv2.IMREAD_UNCHANGED)
-        assert image.shape == (100, 160) and image.dtype == np.uint8
+        image = cv2.imread(str(speed_root / "synthetic" / "images" / name), cv2.IMREAD_UNCHANGED)
+        assert image.shape == (height, width) and image.dtype == np.uint8
     for label in test_labels:
-        assert (dataset / "test" / "images" / label.filename).is_file()
+        assert (speed_root / "test" / "images" / label.filename).is_file()
         assert 3.0 <= np.linalg.norm(label.r) <= 12.0
 
 
-def test_same_seed_same_bytes_other_seed_other_images(dataset, tmp_path):
-    write_speed_synthetic(tmp_path / "again", 3, 2, 2, seed=7, earth_fraction=0.5,
-                          show_progress=False, **SIZE)
-    assert all_files(tmp_path / "again") == all_files(dataset)
-    write_speed_synthetic(tmp_path / "other", 3, 2, 2, seed=8, earth_fraction=0.5,
-                          show_progress=False, **SIZE)
+def test_same_seed_same_bytes_other_seed_other_images(speed_root, speed_set_args, run_tool,
+                                                      tmp_path):
+    """The tool with the shared set's arguments writes the very bytes the function wrote."""
+    args = speed_set_args
+    done = run_tool("tools/make_speed_synthetic.py", "--out", tmp_path / "again",
+                    "--train", args["num_train"], "--val", args["num_val"],
+                    "--test", args["num_test"], "--seed", args["seed"], "--width", args["width"],
+                    "--height", args["height"], "--quiet")
+    assert "wrote" in done.stdout
+    assert all_files(tmp_path / "again") == all_files(speed_root)
+    write_speed_synthetic(tmp_path / "other", show_progress=False,
+                          **{**args, "seed": args["seed"] + 1})
     first = "synthetic/images/img000001.jpg"
-    assert all_files(tmp_path / "other")[first] != all_files(dataset)[first]
+    assert all_files(tmp_path / "other")[first] != all_files(speed_root)[first]
 
 
-def test_projected_landmarks_land_in_the_image(dataset):
-    camera = read_camera(dataset / "camera.json")
-    landmarks = read_landmarks(dataset / "keypoints.json")
-    labels = read_labels(dataset / "synthetic" / "train.json")
-    labels += read_labels(dataset / "test" / "labels.json")
+def test_projected_landmarks_land_in_the_image(speed_root):
+    camera = read_camera(speed_root / "camera.json")
+    landmarks = read_landmarks(speed_root / "keypoints.json")
+    labels = read_labels(speed_root / "synthetic" / "train.json")
+    labels += read_labels(speed_root / "test" / "labels.json")
     for label in labels:
         pixels = project_points(landmarks, label.q, label.r, camera.matrix, camera.dist_coeffs)
         assert np.all(pixels >= 0) and np.all(pixels < [camera.width, camera.height])

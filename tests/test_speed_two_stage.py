@@ -16,6 +16,7 @@ from yacs.config import CfgNode as CN
 import lib.core.engine as engine
 import lib.core.speed_two_stage as two_stage
 from lib.config import cfg as default_cfg
+from lib.core.predictor import Predictor
 from lib.dataset.JointsDataset import DatasetFormatError
 from lib.dataset.speed import SpeedDataset
 from lib.models import build_model
@@ -220,13 +221,6 @@ def test_search_crops_keeps_the_candidate_whose_landmarks_agree_with_their_pose(
                                       None)
     np.testing.assert_allclose(alone, main)
     assert not calls
-    with pytest.raises(ValueError, match="SPEED_CROP_CANDIDATES must be positive"):
-        two_stage.search_crops(candidate_cfg(TEST__SPEED_CROP_CANDIDATES=[0.0]), coarse, locate,
-                               640, 400, BODY, CAMERA, None)
-    with pytest.raises(ValueError, match="SPEED_CROP_AGREEMENT_TOL must be positive"):
-        two_stage.search_crops(candidate_cfg(TEST__SPEED_CROP_CANDIDATES=[2.0],
-                                             TEST__SPEED_CROP_AGREEMENT_TOL=0.0), coarse, locate,
-                               640, 400, BODY, CAMERA, None)
 
 
 def write_coarse_model(tmp_path: Path) -> tuple[str, str]:
@@ -249,15 +243,23 @@ def write_coarse_model(tmp_path: Path) -> tuple[str, str]:
     return str(cfg_file), str(weights)
 
 
+def image_paths(root: Path, names) -> list[str]:
+    return [str(root / "synthetic" / "images" / name) for name in names]
+
+
+def file_tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time (ns)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.parametrize("conf_threshold", [0.1, -1.0])
 def test_model_source_end_to_end_with_a_tiny_coarse_model(data_root, tmp_path, conf_threshold):
     cfg_file, weights = write_coarse_model(tmp_path)
     cfg = fine_cfg(data_root, TEST__SPEED_BBOX="model", TEST__SPEED_COARSE_CFG=cfg_file,
                    TEST__SPEED_COARSE_MODEL_FILE=weights,
                    TEST__SPEED_COARSE_CONF_THRE=conf_threshold)
-    path = two_stage.build_coarse_boxes(cfg, "validation", str(tmp_path / "out"))
-    assert path == str(tmp_path / "out" / "speed_boxes_validation.json")
-    boxes = read_box_file(path)
+    boxes = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"))
     assert sorted(boxes) == [f"img{n:06d}.jpg" for n in range(3, 8)]
     for box, score in boxes.values():
         x, y, w, h = box
@@ -266,8 +268,13 @@ def test_model_source_end_to_end_with_a_tiny_coarse_model(data_root, tmp_path, c
         assert 0.0 <= score
     if conf_threshold < 0:  # every landmark counts: a real box from the coarse landmarks
         assert all(score != 0 for _, score in boxes.values())
-    # The fine data set takes the file as its crops.
-    ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE, bbox_file=path)
+    # the box file written for inspection holds the same crops
+    written = read_box_file(two_stage.box_file_path(str(tmp_path / "out"), "validation"))
+    for name, (box, score) in boxes.items():
+        np.testing.assert_array_equal(written[name][0], box)
+        assert written[name][1] == score
+    # The fine data set takes them as its crops.
+    ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE, boxes=boxes)
     assert ds.box_source == "model" and len(ds) == 5
     model_input, _, _, meta = ds[0]
     assert model_input.shape == (3, 64, 64)
@@ -283,23 +290,18 @@ def test_crop_refinement_re_frames_each_crop_on_the_fine_landmarks(data_root, tm
     cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
     torch.manual_seed(1)
     fine = build_model(cfg, is_train=False).eval()
-    out = tmp_path / "out"
-    path = two_stage.build_coarse_boxes(cfg, "validation", str(out), fine)
-    coarse_path = out / "speed_boxes_validation_coarse.json"
-    assert path == str(out / "speed_boxes_validation.json") and coarse_path.is_file()
+    refined = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"), fine)
+    # without a fine model (validation while training) the coarse boxes are the crops
+    coarse = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "plain"))
+    names = sorted(coarse)
     # the refined box is the box of the fine landmarks found in the coarse crop
-    crops = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE,
-                         bbox_file=str(coarse_path))
-    landmarks = two_stage.predict_landmarks(cfg, fine, crops, torch.device("cpu"))
+    items = [(path, coarse[name][0].tolist(), 1.0)
+             for name, path in zip(names, image_paths(data_root, names), strict=True)]
+    landmarks = Predictor(cfg, fine).predict_items(items)
     expected, _ = two_stage.boxes_from_landmarks(landmarks, 0.0, 1.0, WIDTH, HEIGHT)
-    refined, coarse = read_box_file(path), read_box_file(str(coarse_path))
-    for name, box in zip([r["filename"] for r in crops.db], expected, strict=True):
+    for name, box in zip(names, expected, strict=True):
         np.testing.assert_allclose(refined[name][0], box, atol=1e-9)
     assert any(not np.allclose(refined[n][0], coarse[n][0]) for n in refined)
-    # without a fine model (validation while training) the coarse boxes are the crops
-    plain = two_stage.build_coarse_boxes(cfg, "validation", str(tmp_path / "plain"))
-    np.testing.assert_allclose(read_box_file(plain)["img000003.jpg"][0],
-                               coarse["img000003.jpg"][0])
 
 
 def test_crop_candidates_end_to_end_each_crop_is_one_candidates_re_framed_box(data_root,
@@ -311,27 +313,46 @@ def test_crop_candidates_end_to_end_each_crop_is_one_candidates_re_framed_box(da
     cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
     torch.manual_seed(1)
     fine = build_model(cfg, is_train=False).eval()
-    out = tmp_path / "out"
-    chosen = read_box_file(two_stage.build_coarse_boxes(cfg, "validation", str(out), fine))
-    coarse = SpeedDataset(two_stage.coarse_config(cfg), str(data_root), "validation", False,
-                          NORMALIZE)
-    coarse_model = two_stage.load_coarse_model(two_stage.coarse_config(cfg), weights,
-                                               torch.device("cpu"))
-    coarse_landmarks = two_stage.predict_landmarks(two_stage.coarse_config(cfg), coarse_model,
-                                                   coarse, torch.device("cpu"))
-    names = [r["filename"] for r in coarse.db]
+    chosen = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"), fine)
+    names = sorted(chosen)
+    paths = image_paths(data_root, names)
+    whole = [(path, [0.0, 0.0, WIDTH, HEIGHT], 1.0) for path in paths]
+    coarse_landmarks = two_stage.coarse_predictor(cfg).predict_items(whole, whole_image=True)
+    predictor = Predictor(cfg, fine)
     candidates = []
     for enlarge in (1.1, 1.5, 2.0):  # SPEED_COARSE_BOX_ENLARGE (default 1.1), then the list
         boxes, _ = two_stage.boxes_from_landmarks(coarse_landmarks, -1.0, enlarge, WIDTH,
                                                   HEIGHT)
-        write_box_file(tmp_path / "c.json", names, boxes, np.ones(len(boxes)))
-        crops = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE,
-                             bbox_file=str(tmp_path / "c.json"))
-        landmarks = two_stage.predict_landmarks(cfg, fine, crops, torch.device("cpu"))
+        landmarks = predictor.predict_items(
+            [(path, box.tolist(), 1.0) for path, box in zip(paths, boxes, strict=True)])
         candidates.append(two_stage.reframed_boxes(landmarks, boxes, WIDTH, HEIGHT)[0])
     for index, name in enumerate(names):
         assert any(np.allclose(chosen[name][0], c[index], atol=1e-9) for c in candidates)
-    assert (out / "speed_boxes_validation_coarse.json").is_file()
+
+
+def test_two_stage_inference_writes_nothing_but_the_box_file(data_root, tmp_path):
+    """The crops pass between the steps in memory: the data folder is left as it was, and the
+    output folder gains the one box file."""
+    cfg_file, weights = write_coarse_model(tmp_path)
+    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="model", TEST__SPEED_COARSE_CFG=cfg_file,
+                   TEST__SPEED_COARSE_MODEL_FILE=weights, TEST__SPEED_CROP_REFINE=1,
+                   TEST__SPEED_CROP_CANDIDATES=[1.5])
+    cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
+    fine = build_model(cfg, is_train=False).eval()
+    out = tmp_path / "out"
+    out.mkdir()
+    data_before, work_before = file_tree(data_root), file_tree(tmp_path)
+    mode = data_root.stat().st_mode
+    for folder in [data_root, *[p for p in data_root.rglob("*") if p.is_dir()]]:
+        folder.chmod(0o555)  # read-only (binding for a non-root user; root is checked below)
+    try:
+        two_stage.two_stage_boxes(cfg, "validation", str(out), fine)
+    finally:
+        for folder in [data_root, *[p for p in data_root.rglob("*") if p.is_dir()]]:
+            folder.chmod(mode)
+    assert file_tree(data_root) == data_before
+    new_files = set(file_tree(tmp_path)) - set(work_before)
+    assert new_files == {"out/speed_boxes_validation.json"}
 
 
 def test_coarse_config_is_read_over_pristine_defaults(tmp_path):
@@ -356,20 +377,22 @@ def test_coarse_config_is_read_over_pristine_defaults(tmp_path):
     assert coarse.DATASET.KEYPOINTS_FILE == "keypoints.json"
 
 
-def test_model_source_needs_its_files(data_root):
+def test_model_source_needs_its_files(data_root, tmp_path):
+    with pytest.raises(ValueError, match="SPEED_COARSE_MODEL_FILE"):
+        two_stage.two_stage_boxes(fine_cfg(data_root, TEST__SPEED_BBOX="model"),
+                                  "validation", str(tmp_path))
     with pytest.raises(ValueError, match="SPEED_COARSE_CFG"):
-        two_stage.build_coarse_boxes(fine_cfg(data_root, TEST__SPEED_BBOX="model"),
-                                     "validation", "/tmp")
-    with pytest.raises(ValueError, match="coarse model's box file"):
+        two_stage.coarse_config(fine_cfg(data_root, TEST__SPEED_BBOX="model"))
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="coarse model's crops"):
         SpeedDataset(fine_cfg(data_root, TEST__SPEED_BBOX="model"), str(data_root),
                      "validation", False, NORMALIZE)
 
 
-def test_engine_hook_builds_the_box_file_only_for_the_model_source(monkeypatch, tmp_path):
+def test_engine_hook_runs_the_two_stage_crops_only_for_the_model_source(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(two_stage, "build_coarse_boxes",
-                        lambda cfg, image_set, out, fine: calls.append((image_set, out))
-                        or "b.json")
+    monkeypatch.setattr(two_stage, "two_stage_boxes",
+                        lambda cfg, image_set, out, fine: calls.append((image_set, out)) or {})
     built = []
     monkeypatch.setattr(engine, "build_dataset",
                         lambda cfg, image_set, is_train, transform, **kw: built.append(kw))
@@ -380,4 +403,4 @@ def test_engine_hook_builds_the_box_file_only_for_the_model_source(monkeypatch, 
     human.DATASET.DATASET = "coco"
     engine._datasets(human, train_too=False, output_dir="out")
     assert calls == [("validation", "out")]
-    assert built == [{}, {"bbox_file": "b.json"}, {}, {}]  # the training set never gets one
+    assert built == [{}, {"boxes": {}}, {}, {}]  # the training set never gets any

@@ -7,12 +7,9 @@ import pytest
 import torch
 import torchvision.transforms as T
 
-from lib.dataset.JointsDataset import (
-    _generate_gaussian_targets_loop,
-    _pixel_lookup_table,
-    gaussian_patch,
-    generate_gaussian_targets,
-)
+from lib.dataset.JointsDataset import _pixel_lookup_table
+from lib.utils.heatmap_codec import gaussian_patch, generate_gaussian_targets
+from tests.reference_pipeline import gaussian_targets_loop
 
 IMAGE_SIZE = np.array([192, 256])
 HEATMAP_SIZE = np.array([48, 64])
@@ -31,7 +28,7 @@ def _joints(xy, vis=None):
 def _assert_same_as_loop(joints, joints_vis, sigma, image_size=IMAGE_SIZE,
                          heatmap_size=HEATMAP_SIZE):
     target, weight = generate_gaussian_targets(joints, joints_vis, image_size, heatmap_size, sigma)
-    ref_target, ref_weight = _generate_gaussian_targets_loop(
+    ref_target, ref_weight = gaussian_targets_loop(
         joints, joints_vis, image_size, heatmap_size, sigma)
     assert target.dtype == np.float32 and weight.dtype == np.float32
     assert target.shape == ref_target.shape and weight.shape == ref_weight.shape

@@ -7,6 +7,7 @@ import torch
 from lib.utils.transforms import (
     affine_transform,
     affine_transform_points,
+    box_to_center_scale,
     crop,
     flip_back,
     fliplr_joints,
@@ -77,3 +78,22 @@ def test_flip_back_numpy_and_torch_agree_and_invert():
     np.testing.assert_array_equal(flip_back(torch.from_numpy(hm), pairs).numpy(), once)
     with pytest.raises(ValueError, match="N x J x H x W"):
         flip_back(hm[0], pairs)
+
+
+def test_box_to_center_scale_fits_the_aspect_ratio_and_pads():
+    center, scale = box_to_center_scale(10, 20, 40, 80, 0.75, 1.25)  # too tall: widened
+    assert center.dtype == np.float32 and scale.dtype == np.float32
+    np.testing.assert_array_equal(center, [30, 60])
+    np.testing.assert_array_equal(scale, np.float32([60 / 200, 80 / 200]) * np.float32(1.25))
+    _, wide = box_to_center_scale(0, 0, 150, 100, 0.75)  # too wide: heightened, unpadded
+    np.testing.assert_array_equal(wide, np.float32([150 / 200, 200 / 200]))
+    _, missing = box_to_center_scale(-11, 0, 20, 20, 1.0, 1.25)  # center x -1: no padding
+    np.testing.assert_array_equal(missing, np.float32([0.1, 0.1]))
+    _, padded = box_to_center_scale(0, 0, 20, 20, 1.0, np.float64(1.25))
+    assert padded.dtype == np.float32
+
+
+def test_whole_image_is_the_box_of_its_pixel_corners():
+    center, scale = box_to_center_scale(-0.5, -0.5, 640.0, 400.0, 64 / 48)
+    np.testing.assert_array_equal(center, np.float32([319.5, 199.5]))
+    np.testing.assert_array_equal(scale, np.float32([640 / 200, 480 / 200]))

@@ -2,8 +2,6 @@
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,7 +12,7 @@ from scipy.io import savemat
 from lib.spacecraft.drawing import SPACECRAFT_WIREFRAME
 from lib.spacecraft.files import read_labels, write_submission
 from lib.spacecraft.geometry import project_points
-from lib.spacecraft.renderer import tango_model, write_speed_synthetic
+from lib.spacecraft.renderer import tango_model
 from lib.utils.drawing import (
     MPII_SKELETON,
     distinct_colors,
@@ -36,11 +34,6 @@ COCO_KEYPOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "lef
 PERSON = np.array([[50, 15], [55, 10], [45, 10], [62, 13], [38, 13], [70, 40], [30, 40],
                    [78, 65], [22, 65], [82, 88], [18, 88], [62, 90], [38, 90], [64, 118],
                    [36, 118], [65, 145], [35, 145]], dtype=np.float64)
-
-
-def run_tool(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "visualization" / script), *args],
-                          capture_output=True, text=True, timeout=120)
 
 
 def load_tool(name: str, monkeypatch):
@@ -94,13 +87,12 @@ def coco_fixture(tmp_path):
     return tmp_path, originals, {"confident": confident, "faint": faint, "other": other}
 
 
-def test_plot_coco_draws_confident_people_over_their_images(coco_fixture):
+def test_plot_coco_draws_confident_people_over_their_images(run_tool, coco_fixture):
     root, originals, people = coco_fixture
     out = root / "vis"
-    result = run_tool("plot_coco.py", "--prediction", str(root / "results.json"),
-                      "--save-path", str(out), "--annotations", str(root / "ann.json"),
-                      "--images", str(root / "images"))
-    assert result.returncode == 0, result.stderr
+    run_tool("visualization/plot_coco.py", "--prediction", str(root / "results.json"),
+             "--save-path", str(out), "--annotations", str(root / "ann.json"),
+             "--images", str(root / "images"))
     assert sorted(p.name for p in out.iterdir()) == ["000000000001.png", "000000000002.png"]
     first = cv2.imread(str(out / "000000000001.png"))
     second = cv2.imread(str(out / "000000000002.png"))
@@ -119,14 +111,14 @@ def test_plot_coco_draws_confident_people_over_their_images(coco_fixture):
     assert np.abs(colors[0].astype(int) - colors[1].astype(int)).sum() > 60
 
 
-def test_plot_coco_reports_an_image_id_missing_from_the_annotations(coco_fixture):
+def test_plot_coco_reports_an_image_id_missing_from_the_annotations(run_tool, coco_fixture):
     root, _, _ = coco_fixture
     results = json.loads((root / "results.json").read_text())
     results[0]["image_id"] = 77
     (root / "results.json").write_text(json.dumps(results))
-    result = run_tool("plot_coco.py", "--prediction", str(root / "results.json"),
+    result = run_tool("visualization/plot_coco.py", "--prediction", str(root / "results.json"),
                       "--save-path", str(root / "vis"), "--gt-anno", str(root / "ann.json"),
-                      "--image-path", str(root / "images"))
+                      "--image-path", str(root / "images"), check=False)
     assert result.returncode == 2
     assert "77" in result.stderr and "ann.json" in result.stderr
     assert not (root / "vis").exists()  # checked before anything is drawn
@@ -140,7 +132,7 @@ def mpii_person(offset) -> np.ndarray:
                      [68, 55], [70, 75]], dtype=np.float64) + offset
 
 
-def test_plot_mpii_draws_everyone_of_an_image_at_0_based_pixels(tmp_path, monkeypatch):
+def test_plot_mpii_draws_everyone_of_an_image_at_0_based_pixels(run_tool, tmp_path, monkeypatch):
     (tmp_path / "images").mkdir()
     original = gray_jpeg(tmp_path / "images" / "015601864.jpg", 240, 180)
     people = np.stack([mpii_person([10, 15]), mpii_person([130, 20])])
@@ -153,34 +145,26 @@ def test_plot_mpii_draws_everyone_of_an_image_at_0_based_pixels(tmp_path, monkey
     np.testing.assert_allclose(tool.load_predictions(str(tmp_path / "pred.mat")), people)
 
     out = tmp_path / "vis"
-    result = run_tool("plot_mpii.py", "--prediction", str(tmp_path / "pred.mat"),
-                      "--annotations", str(tmp_path / "valid.json"),
-                      "--images", str(tmp_path / "images"), "--save-path", str(out))
-    assert result.returncode == 0, result.stderr
+    run_tool("visualization/plot_mpii.py", "--prediction", str(tmp_path / "pred.mat"),
+             "--annotations", str(tmp_path / "valid.json"),
+             "--images", str(tmp_path / "images"), "--save-path", str(out))
     assert [p.name for p in out.iterdir()] == ["015601864.png"]
     drawn = cv2.imread(str(out / "015601864.png"))
     assert changed(original, drawn, people.reshape(-1, 2)).all()
     assert not changed(original, drawn, np.array([[120.0, 170.0], [5.0, 5.0]])).any()
 
 
-def test_plot_mpii_rejects_predictions_of_another_set(tmp_path):
+def test_plot_mpii_rejects_predictions_of_another_set(run_tool, tmp_path):
     (tmp_path / "valid.json").write_text(json.dumps([{"image": "a.jpg"}] * 3))
     savemat(tmp_path / "pred.mat", {"preds": np.ones((2, 16, 2))})
-    result = run_tool("plot_mpii.py", "--prediction", str(tmp_path / "pred.mat"),
+    result = run_tool("visualization/plot_mpii.py", "--prediction", str(tmp_path / "pred.mat"),
                       "--annotations", str(tmp_path / "valid.json"),
-                      "--images", str(tmp_path), "--save-path", str(tmp_path / "vis"))
+                      "--images", str(tmp_path), "--save-path", str(tmp_path / "vis"), check=False)
     assert result.returncode == 2
     assert "2 predictions" in result.stderr and "3 entries" in result.stderr
 
 
 # ----------------------------------------------------------------------------------- spacecraft
-@pytest.fixture(scope="module")
-def speed_fixture(tmp_path_factory):
-    root = tmp_path_factory.mktemp("speed")
-    write_speed_synthetic(root, 0, 2, 0, seed=3, width=320, height=200, show_progress=False)
-    return root
-
-
 def speed_args(root: Path, submission: Path, out: Path) -> list[str]:
     return ["--submission", str(submission), "--labels",
             str(root / "synthetic" / "validation.json"), "--camera", str(root / "camera.json"),
@@ -194,18 +178,17 @@ def landmark_pixels(root: Path, label) -> np.ndarray:
     return project_points(landmarks, label.q, label.r, np.asarray(camera["cameraMatrix"]))
 
 
-def test_plot_speed_draws_a_perfect_pose_in_red_over_green(speed_fixture, tmp_path):
-    labels = read_labels(speed_fixture / "synthetic" / "validation.json")
+def test_plot_speed_draws_a_perfect_pose_in_red_over_green(run_tool, speed_root, tmp_path):
+    labels = read_labels(speed_root / "synthetic" / "validation.json")
     submission = tmp_path / "perfect.csv"
     write_submission(submission, [lab.filename for lab in labels],
                      np.stack([lab.q for lab in labels]), np.stack([lab.r for lab in labels]))
     out = tmp_path / "vis"
-    result = run_tool("plot_speed.py", *speed_args(speed_fixture, submission, out))
-    assert result.returncode == 0, result.stderr
+    run_tool("visualization/plot_speed.py", *speed_args(speed_root, submission, out))
     for label in labels:
-        original = cv2.imread(str(speed_fixture / "synthetic" / "images" / label.filename))
+        original = cv2.imread(str(speed_root / "synthetic" / "images" / label.filename))
         drawn = cv2.imread(str(out / label.filename.replace(".jpg", ".png")))
-        pixels = landmark_pixels(speed_fixture, label)
+        pixels = landmark_pixels(speed_root, label)
         assert changed(original, drawn, pixels).all()
         cols, rows = np.round(pixels).astype(int).T
         blue, green, red = drawn[rows, cols].astype(int).T
@@ -215,39 +198,38 @@ def test_plot_speed_draws_a_perfect_pose_in_red_over_green(speed_fixture, tmp_pa
             original[2:10, 2:10].mean() < 5
 
 
-def test_plot_speed_shows_the_truth_in_green_where_the_prediction_is_off(speed_fixture,
+def test_plot_speed_shows_the_truth_in_green_where_the_prediction_is_off(run_tool, speed_root,
                                                                           tmp_path):
-    labels = read_labels(speed_fixture / "synthetic" / "validation.json")
+    labels = read_labels(speed_root / "synthetic" / "validation.json")
     r_off = np.stack([lab.r for lab in labels]) + [0.5, 0.3, 0.0]  # metres
     submission = tmp_path / "off.csv"
     write_submission(submission, [lab.filename for lab in labels],
                      np.stack([lab.q for lab in labels]), r_off)
     out = tmp_path / "vis"
-    result = run_tool("plot_speed.py", *speed_args(speed_fixture, submission, out))
-    assert result.returncode == 0, result.stderr
+    run_tool("visualization/plot_speed.py", *speed_args(speed_root, submission, out))
     for label in labels:
         drawn = cv2.imread(str(out / label.filename.replace(".jpg", ".png")))
-        cols, rows = np.round(landmark_pixels(speed_fixture, label)).astype(int).T
+        cols, rows = np.round(landmark_pixels(speed_root, label)).astype(int).T
         blue, green, red = drawn[rows, cols].astype(int).T
         assert np.mean(green - np.maximum(red, blue) > 60) >= 0.8
 
 
-def test_plot_speed_error_text_and_missing_images(speed_fixture, tmp_path, monkeypatch):
+def test_plot_speed_error_text_and_missing_images(run_tool, speed_root, tmp_path, monkeypatch):
     tool = load_tool("plot_speed", monkeypatch)
     lines = tool.error_lines(np.radians(10.0), 0.5, 0.05)
     assert lines[2:] == ["rot err 10.00 deg", "trans err 0.500 m (5.00 %)", "score 0.2245"]
 
-    labels = read_labels(speed_fixture / "synthetic" / "validation.json")
+    labels = read_labels(speed_root / "synthetic" / "validation.json")
     images = tmp_path / "images"
     images.mkdir()
     kept = labels[0].filename
-    (images / kept).write_bytes((speed_fixture / "synthetic" / "images" / kept).read_bytes())
+    (images / kept).write_bytes((speed_root / "synthetic" / "images" / kept).read_bytes())
     submission = tmp_path / "sub.csv"
     write_submission(submission, [lab.filename for lab in labels],
                      np.stack([lab.q for lab in labels]), np.stack([lab.r for lab in labels]))
-    args = speed_args(speed_fixture, submission, tmp_path / "vis")
+    args = speed_args(speed_root, submission, tmp_path / "vis")
     args[args.index("--images") + 1] = str(images)
-    result = run_tool("plot_speed.py", *args)
+    result = run_tool("visualization/plot_speed.py", *args, check=False)
     assert result.returncode == 1
     assert labels[1].filename in result.stderr
     assert [p.name for p in (tmp_path / "vis").iterdir()] == [kept.replace(".jpg", ".png")]

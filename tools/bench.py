@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     c = cfg.clone()
-    merge_from_file(c, args.cfg)
+    merge_from_file(c, args.cfg, check=False)  # checked once, after the options
     merge_from_list(c, args.opts)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,8 +6,9 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from lib.config import ConfigKeyError
+from lib.config import ConfigKeyError, ConfigValueError
 from lib.core.function import NonFiniteLossError
+from lib.utils.io import UserFileError
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,7 +27,7 @@ def run_cli(main: Callable[[], object]) -> None:
     """Run `main`, turning errors in the user's input into one line and exit status 2."""
     try:
         main()
-    except (ConfigKeyError, FileNotFoundError) as error:
+    except (ConfigKeyError, ConfigValueError, FileNotFoundError, UserFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteLossError as error:

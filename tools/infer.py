@@ -16,22 +16,16 @@ import sys
 import _init_paths  # noqa: F401
 import cv2
 import numpy as np
-import torch
 from cli import run_cli
 from tqdm import tqdm
 
 from lib.config import cfg, merge_from_file, merge_from_list
-from lib.core.predictor import (
-    keypoint_records,
-    load_detections,
-    predict_keypoints,
-    predict_spacecraft_poses,
-)
-from lib.models import build_model
-from lib.models.fusion import fuse_conv_bn
+from lib.core.predictor import Predictor, keypoint_records
+from lib.core.speed_two_stage import coarse_predictor, two_stage_crops
+from lib.dataset.detections import group_by_image
 from lib.spacecraft.drawing import SPACECRAFT_WIREFRAME, draw_projected_wireframe
 from lib.spacecraft.files import load_camera, read_landmarks
-from lib.utils.checkpoint import load_weights_file
+from lib.spacecraft.pose_solver import pnp_options, solve_poses
 from lib.utils.drawing import (
     COCO_SKELETON,
     MPII_SKELETON,
@@ -42,7 +36,6 @@ from lib.utils.drawing import (
     save_image,
 )
 from lib.utils.io import write_json_atomic
-from lib.utils.runtime import select_device
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 SKELETONS = {"coco": COCO_SKELETON, "mpii": MPII_SKELETON}
@@ -67,18 +60,9 @@ def list_images(path: str) -> list[str]:
     return [path]
 
 
-def load_model(c) -> torch.nn.Module:
-    if not c.TEST.MODEL_FILE:
-        raise FileNotFoundError("no weights: give TEST.MODEL_FILE path/to/model.pth")
-    model = build_model(c, is_train=False)
-    load_weights_file(model, c.TEST.MODEL_FILE)
-    if c.TEST.FUSE_CONV_BN:
-        model = fuse_conv_bn(model)
-    return model.to(select_device(())).eval()
-
-
-def infer_people(c, model, images: list[str], bbox_file: str, out_dir: str) -> list[dict]:
-    detections = load_detections(bbox_file) if bbox_file else None
+def infer_people(c, predictor: Predictor, images: list[str], bbox_file: str, out_dir: str
+                 ) -> list[dict]:
+    detections = group_by_image(bbox_file) if bbox_file else None
     skeleton = SKELETONS.get(c.DATASET.DATASET, ())
     colors = distinct_colors(max(1, len(skeleton)))
     records = []
@@ -94,7 +78,7 @@ def infer_people(c, model, images: list[str], bbox_file: str, out_dir: str) -> l
             boxes = [(b, s) for b, s in detections.get(os.path.basename(path), [])
                      if s >= c.TEST.IMAGE_THRE]
         items = [(path, box, score) for box, score in boxes]
-        keypoints = predict_keypoints(c, model, items)
+        keypoints = predictor.predict_items(items)
         records += keypoint_records(items, keypoints)
         for person in keypoints:
             draw_skeleton(image, person[:, :2], skeleton, colors, scores=person[:, 2],
@@ -116,10 +100,36 @@ def readable_images(images: list[str]) -> list[tuple[str, int, int]]:
     return readable
 
 
-def infer_spacecraft(c, model, images: list[str], out_dir: str) -> list[dict]:
+def predict_spacecraft_poses(c, fine: Predictor, images: list[tuple[str, int, int]]
+                             ) -> list[dict]:
+    """Two-stage pose per (path, width, height): the coarse model's crop (re-framed and chosen
+    as configured), the fine model's landmarks in it, PnP with the data set's camera and
+    landmark file."""
+    camera = load_camera(c.DATASET.ROOT)
+    landmarks_3d = read_landmarks(os.path.join(c.DATASET.ROOT, c.DATASET.KEYPOINTS_FILE),
+                                  c.MODEL.NUM_JOINTS)
+    size = {(w, h) for _, w, h in images} - {(camera.width, camera.height)}
+    if size:
+        w, h = size.pop()
+        raise ValueError(f"images of {w}x{h} but {c.DATASET.ROOT}/camera.json describes "
+                         f"{camera.width}x{camera.height}")
+    paths = [path for path, _, _ in images]
+    boxes, scores = two_stage_crops(c, paths, camera, landmarks_3d,
+                                    coarse_predictor(c, fine.device), fine)
+    fine_landmarks = fine.predict_items([(path, box.tolist(), 1.0)
+                                         for path, box in zip(paths, boxes, strict=True)])
+    poses = solve_poses(fine_landmarks[:, :, :2], fine_landmarks[:, :, 2], landmarks_3d,
+                        camera.matrix, camera.dist_coeffs, **pnp_options(c))
+    return [{"image": path, "bbox": boxes[k].tolist(), "score": float(scores[k]),
+             "keypoints": np.round(fine_landmarks[k], 3).tolist(),
+             "success": bool(poses.success[k]), "reason": poses.reasons[k],
+             "q": poses.q[k].tolist(), "r": poses.r[k].tolist()}
+            for k, path in enumerate(paths)]
+
+
+def infer_spacecraft(c, predictor: Predictor, images: list[str], out_dir: str) -> list[dict]:
     """Two-stage pose per image; overlay: the predicted wireframe and the landmarks."""
-    items = readable_images(images)
-    records = predict_spacecraft_poses(c, model, items)
+    records = predict_spacecraft_poses(c, predictor, readable_images(images))
     camera = load_camera(c.DATASET.ROOT)
     landmarks = read_landmarks(os.path.join(c.DATASET.ROOT, c.DATASET.KEYPOINTS_FILE))
     for record in tqdm(records, desc="overlays", disable=not sys.stderr.isatty()):
@@ -140,16 +150,18 @@ def infer_spacecraft(c, model, images: list[str], out_dir: str) -> list[dict]:
 def main() -> None:
     args = parse_args()
     c = cfg.clone()
-    merge_from_file(c, args.cfg)
+    merge_from_file(c, args.cfg, check=False)  # checked once, after the options
     merge_from_list(c, args.opts)
     c.freeze()
     images = list_images(args.image)
     os.makedirs(args.out, exist_ok=True)
-    model = load_model(c)
+    if not c.TEST.MODEL_FILE:
+        raise FileNotFoundError("no weights: give TEST.MODEL_FILE path/to/model.pth")
+    predictor = Predictor.from_weights(c, c.TEST.MODEL_FILE)
     if c.DATASET.DATASET == "speed":
-        records = infer_spacecraft(c, model, images, args.out)
+        records = infer_spacecraft(c, predictor, images, args.out)
     else:
-        records = infer_people(c, model, images, args.bbox_file, args.out)
+        records = infer_people(c, predictor, images, args.bbox_file, args.out)
     out_file = os.path.join(args.out, "predictions.json")
     write_json_atomic(out_file, records)
     print(f"{len(records)} predictions for {len(images)} images -> {out_file} "

@@ -5,8 +5,9 @@
 1. render the embedded SPEED+-layout data set into --data (skipped when it is already there);
 2. train the coarse model (whole downscaled image) and the fine model (crop around the
    spacecraft), experiments/speed/hrnet/demo_{coarse,fine}.yaml;
-3. two-stage inference on the validation split: coarse landmarks -> box file -> fine crop ->
-   landmarks -> PnP -> pose, scored; beside it the same fine model on oracle (true) boxes;
+3. two-stage inference on the validation split (tools/test.py's path, TEST.SPEED_BBOX 'model'):
+   coarse landmarks -> crops -> fine landmarks -> PnP -> pose, scored; beside it the same fine
+   model on oracle (true) boxes;
 4. the unlabelled test split the same way -> submission CSV -> tools/speed_score.py against the
    withheld labels;
 5. overlay pictures (true and predicted wireframes) and the training curves; where all is.
@@ -24,11 +25,10 @@ from pathlib import Path
 from lib.config import default_config
 from lib.config import update_config
 from lib.core.engine import run_test, run_training
-from lib.core.speed_two_stage import build_coarse_boxes, load_eval_model
+from lib.core.speed_two_stage import box_file_path
 from lib.dataset.speed import submission_path
 from lib.spacecraft.files import read_submission, write_submission
 from lib.spacecraft.renderer import write_speed_synthetic
-from lib.utils.runtime import select_device
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_FIELDS = ("esa_score", "esa_score_spec2021", "rot_err_deg_mean", "rot_err_deg_median",
@@ -75,17 +75,6 @@ def load_config(cfg_file: str, opts: list[str]):
     config = default_config()
     update_config(config, argparse.Namespace(cfg=cfg_file, opts=opts))
     return config
-
-
-def with_options(config, **options):
-    """A frozen copy of ``config`` with 'SECTION__KEY' options set."""
-    copy = config.clone()
-    copy.defrost()
-    for name, value in options.items():
-        section, key = name.split("__")
-        copy[section][key] = value
-    copy.freeze()
-    return copy
 
 
 def score(labels: Path, submission: str) -> dict:
@@ -149,24 +138,26 @@ def main(argv: list[str] | None = None) -> int:
     coarse_s = time.time() - start - rendered_s
 
     print("== training the fine model (crop around the spacecraft)")
-    fine = load_config(args.fine_cfg, common + ["TEST.SPEED_COARSE_CFG", args.coarse_cfg,
-                                                "TEST.SPEED_COARSE_MODEL_FILE", coarse_weights])
+    fine_opts = common + ["TEST.SPEED_COARSE_CFG", args.coarse_cfg,
+                          "TEST.SPEED_COARSE_MODEL_FILE", coarse_weights]
+    fine = load_config(args.fine_cfg, fine_opts)
     fine_run = run_training(fine, args.fine_cfg)
     fine_dir = fine_run["output_dir"]
-    fine = with_options(fine, TEST__MODEL_FILE=str(Path(fine_dir) / "model_best.pth"))
+    fine_opts += ["TEST.MODEL_FILE", str(Path(fine_dir) / "model_best.pth")]
+    fine = load_config(args.fine_cfg, fine_opts)
     fine_s = time.time() - start - rendered_s - coarse_s
 
     print("== validation split, crops from the coarse model (two-stage)")
-    fine_model = load_eval_model(fine, fine.TEST.MODEL_FILE, select_device(fine.GPUS))
-    val_boxes = build_coarse_boxes(fine, fine.DATASET.TEST_SET, fine_dir, fine_model)
-    run_test(with_options(fine, TEST__SPEED_BBOX="file", TEST__SPEED_BBOX_FILE=val_boxes),
+    run_test(load_config(args.fine_cfg, fine_opts + ["TEST.SPEED_BBOX", "model"]),
              args.fine_cfg)
     print("== validation split, ORACLE crops (true boxes), for comparison only")
-    run_test(with_options(fine, TEST__SPEED_BBOX="gt"), args.fine_cfg)
+    run_test(load_config(args.fine_cfg, fine_opts + ["TEST.SPEED_BBOX", "gt"]), args.fine_cfg)
     print("== test split (unlabelled), crops from the coarse model")
-    test_boxes = build_coarse_boxes(fine, "test/test", fine_dir, fine_model)
-    run_test(with_options(fine, DATASET__TEST_SET="test/test", TEST__SPEED_BBOX="file",
-                          TEST__SPEED_BBOX_FILE=test_boxes), args.fine_cfg)
+    run_test(load_config(args.fine_cfg, fine_opts + ["DATASET.TEST_SET", "test/test",
+                                                     "TEST.SPEED_BBOX", "model"]),
+             args.fine_cfg)
+    val_boxes = box_file_path(fine_dir, fine.DATASET.TEST_SET)
+    test_boxes = box_file_path(fine_dir, "test/test")
     evaluate_s = time.time() - start - rendered_s - coarse_s - fine_s
 
     print("== scores (tools/speed_score.py)")
@@ -194,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  data set               {data}")
     print(f"  coarse model           {coarse_weights}")
     print(f"  fine model             {fine.TEST.MODEL_FILE}")
-    print(f"  crop boxes             {val_boxes}, {test_boxes} (coarse: *_coarse.json)")
+    print(f"  crop boxes             {val_boxes}, {test_boxes}")
     print(f"  submissions            {val_csv}, {test_csv} (oracle: {oracle_csv})")
     print(f"  overlays               {pictures / 'overlays'}")
     for name, out in curves:

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from yacs.config import CfgNode as CN
 
+from lib.config.checks import check_config
+
 _C = CN()
 
 _C.OUTPUT_DIR = ""
@@ -143,18 +145,20 @@ _C.DEBUG.SAVE_HEATMAPS_PRED = False
 # --- spacecraft --- (DATASET.DATASET 'speed'; every default keeps the human-pose behaviour)
 # Crop = the whole image (the coarse, low-resolution model of the two-stage pipeline).
 _C.DATASET.SPEED_FULL_IMAGE = False
-# Training: random crop translation, uniform up to this fraction of the crop size (0 = off).
+# Training augmentation of every data set (lib/dataset/augmentation.py), after the original's
+# scale / rotation / flip / half-body draws; at the defaults it is off and draws nothing.
+# Random crop translation, uniform up to this fraction of the crop size (0 = off).
 _C.DATASET.SHIFT_FACTOR = 0.0
-# Training: probability of a random brightness / contrast change of the crop (0 = off) ...
+# Probability of a random brightness / contrast change of the crop (0 = off) ...
 _C.DATASET.PROB_BRIGHTNESS_CONTRAST = 0.0
 # ... an offset drawn uniformly up to +-this fraction of 255 ...
 _C.DATASET.BRIGHTNESS_FACTOR = 0.2
 # ... and a gain drawn uniformly in 1 +- this.
 _C.DATASET.CONTRAST_FACTOR = 0.2
-# Training: probability of additive gaussian noise (0 = off), std uniform up to NOISE_SIGMA.
+# Probability of additive gaussian noise (0 = off), std uniform up to NOISE_SIGMA.
 _C.DATASET.PROB_NOISE = 0.0
 _C.DATASET.NOISE_SIGMA = 8.0  # gray levels
-# Training: probability of a gaussian blur (0 = off), sigma uniform up to BLUR_SIGMA pixels.
+# Probability of a gaussian blur (0 = off), sigma uniform up to BLUR_SIGMA pixels.
 _C.DATASET.PROB_BLUR = 0.0
 _C.DATASET.BLUR_SIGMA = 1.5
 # Test crops: 'gt' (oracle: box of the projected true landmarks), 'file' (SPEED_BBOX_FILE) or
@@ -243,8 +247,10 @@ def check_keys(cfg: CN, data: Mapping[str, Any], source: str, prefix: str = "") 
             check_keys(cfg[name], value, source, full + ".")
 
 
-def merge_from_file(cfg: CN, cfg_file: str | os.PathLike) -> None:
-    """merge_from_file with a clear error for a missing file or an unknown key."""
+def merge_from_file(cfg: CN, cfg_file: str | os.PathLike, check: bool = True) -> None:
+    """merge_from_file with a clear error for a missing file or an unknown key; then the merged
+    values are checked (check_config), unless ``check`` is False because more merges follow
+    that may still fix a relation between keys."""
     path = os.fspath(cfg_file)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
@@ -254,13 +260,16 @@ def merge_from_file(cfg: CN, cfg_file: str | os.PathLike) -> None:
         raise ValueError(f"{path}: a config file must hold a mapping of keys, got {type(data)}")
     check_keys(cfg, data, path)
     cfg.merge_from_other_cfg(CN(data))
+    if check:
+        check_config(cfg)
 
 
-def merge_from_list(cfg: CN, opts: Iterable[str]) -> None:
+def merge_from_list(cfg: CN, opts: Iterable[str], check: bool = True) -> None:
     """Merge KEY VALUE pairs from the command line, with a clear error for an unknown key.
 
     Values are decoded like YAML values (literal_eval), and new keys are accepted below nodes
-    that allow them (MODEL.EXTRA), which yacs' own merge_from_list refuses.
+    that allow them (MODEL.EXTRA), which yacs' own merge_from_list refuses. The merged values
+    are then checked (check_config) unless ``check`` is False.
     """
     opts = list(opts or [])
     if len(opts) % 2:
@@ -276,17 +285,20 @@ def merge_from_list(cfg: CN, opts: Iterable[str]) -> None:
         node[leaf] = value
     check_keys(cfg, tree, "command line")
     cfg.merge_from_other_cfg(CN(tree))
+    if check:
+        check_config(cfg)
 
 
 def update_config(cfg: CN, args: Any) -> None:
-    """Merge args.cfg, then args.opts, apply the directory arguments, then freeze.
+    """Merge args.cfg, then args.opts, apply the directory arguments, check the values
+    (check_config, once: an option may fix what the file alone gets wrong), then freeze.
 
     DATA_DIR is joined in front of DATASET.ROOT, MODEL.PRETRAINED and TEST.MODEL_FILE, as in
     the original, so that a whole data tree can be moved with one argument.
     """
     cfg.defrost()
-    merge_from_file(cfg, args.cfg)
-    merge_from_list(cfg, getattr(args, "opts", None) or [])
+    merge_from_file(cfg, args.cfg, check=False)
+    merge_from_list(cfg, getattr(args, "opts", None) or [], check=False)
 
     if getattr(args, "modelDir", None):
         cfg.OUTPUT_DIR = args.modelDir
@@ -299,4 +311,5 @@ def update_config(cfg: CN, args: Any) -> None:
     cfg.MODEL.PRETRAINED = os.path.join(cfg.DATA_DIR, cfg.MODEL.PRETRAINED)
     if cfg.TEST.MODEL_FILE:
         cfg.TEST.MODEL_FILE = os.path.join(cfg.DATA_DIR, cfg.TEST.MODEL_FILE)
+    check_config(cfg)
     cfg.freeze()

@@ -21,21 +21,20 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 import lib.models
+from lib.config import check_config
 from lib.core.function import train, validate
-from lib.core.inference import check_subpixel_method
 from lib.core.loss import build_criterion
+from lib.core.predictor import Predictor
 from lib.core.speed_two_stage import two_stage_dataset_kwargs
 from lib.dataset import build_dataset
-from lib.dataset.JointsDataset import configure_opencv_for_workers
-from lib.models.fusion import fuse_conv_bn
 from lib.utils import distributed
 from lib.utils.checkpoint import (
     extract_state_dict,
     load_checkpoint_file,
     load_state_dict_strict,
-    load_weights_file,
     save_atomic,
 )
+from lib.utils.image_io import configure_opencv_for_workers
 from lib.utils.model_summary import count_params_and_macs, paper_gflops
 from lib.utils.runtime import (
     make_grad_scaler,
@@ -68,7 +67,7 @@ class RunContext:
 
 
 def _setup(cfg, cfg_file: str, phase: str) -> RunContext:
-    check_subpixel_method(cfg)  # a typo fails now, not after the first epoch
+    check_config(cfg)  # a config built in code is checked too: a typo fails now
     rank, world, local_rank = distributed.init_distributed()
     _, output_dir, tb_log_dir = create_logger(cfg, cfg_file, phase, rank)
     logger.info("config:\n%s", cfg)
@@ -111,8 +110,6 @@ def _weight_average(cfg, model: nn.Module) -> AveragedModel | None:
     decay = cfg.TRAIN.EMA_DECAY
     if not decay:
         return None
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"TRAIN.EMA_DECAY must lie between 0 and 1 (0 = off), got {decay}")
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
@@ -294,28 +291,17 @@ def _check_ranks_agree(model: nn.Module, world_size: int) -> None:
         logger.warning("weights DIFFER between ranks: %s", [d[:16] for d in digests])
 
 
-def load_weights_for_test(cfg, model: nn.Module, output_dir: str) -> str:
-    """Load TEST.MODEL_FILE (a model-zoo state_dict or our checkpoint), or the run's
-    model_best.pth when it is empty; returns the file used."""
-    model_file = cfg.TEST.MODEL_FILE or os.path.join(output_dir, "model_best.pth")
-    load_weights_file(model, model_file)
-    logger.info("=> loaded model weights from %s", model_file)
-    return model_file
-
-
 def run_test(cfg, cfg_file: str) -> dict[str, Any]:
     """Evaluate TEST.MODEL_FILE on the test set; returns the perf indicator and output dir."""
     ctx = _setup(cfg, cfg_file, "valid")
     try:
-        model = lib.models.build_model(cfg, is_train=False)
-        model_file = load_weights_for_test(cfg, model, ctx.output_dir)
-        if cfg.TEST.FUSE_CONV_BN:
-            model = fuse_conv_bn(model)
-        model = model.to(ctx.device)  # the two-stage crop refinement already runs it
+        model_file = cfg.TEST.MODEL_FILE or os.path.join(ctx.output_dir, "model_best.pth")
+        predictor = Predictor.from_weights(cfg, model_file, ctx.device)
+        logger.info("=> loaded model weights from %s", model_file)
         _, valid_dataset = _datasets(cfg, train_too=False, output_dir=ctx.output_dir,
-                                     model=model)
+                                     model=predictor.model)
         valid_loader = _loader(cfg, valid_dataset, ctx, train_split=False)
-        model = _wrap_model(cfg, model, ctx)
+        model = _wrap_model(cfg, predictor.model, ctx)
         criterion = build_criterion(cfg).to(ctx.device)
         perf = validate(cfg, valid_loader, valid_dataset, model, criterion, ctx.output_dir,
                         ctx.tb_log_dir)

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -22,11 +22,10 @@ from torch import nn
 from tqdm import tqdm
 
 from lib.core.evaluate import accuracy
-from lib.core.inference import get_final_preds
+from lib.core.predictor import Predictor
 from lib.utils import distributed
 from lib.utils.meters import AverageMeter
 from lib.utils.runtime import autocast
-from lib.utils.transforms import flip_back
 from lib.utils.vis import save_debug_images
 
 logger = logging.getLogger(__name__)
@@ -138,38 +137,13 @@ def train(config, train_loader, model: nn.Module, criterion: nn.Module,
     return losses.avg
 
 
-def _flip_test(model: nn.Module, input: torch.Tensor, flip_pairs: Sequence,
-               shift_heatmap: bool) -> torch.Tensor:
-    """Average the heatmaps of the image and of its mirror image, in one batched forward."""
-    outputs = model(torch.cat([input, input.flip(3)]))
-    if isinstance(outputs, (list, tuple)):
-        outputs = outputs[-1]
-    output, output_flipped = outputs.float().chunk(2)
-    output_flipped = flip_back(output_flipped, flip_pairs)
-    if shift_heatmap:  # the mirrored argmax lands one pixel left of the original one
-        output_flipped[:, :, :, 1:] = output_flipped.clone()[:, :, :, :-1]
-    return (output + output_flipped) * 0.5
-
-
-def predict_heatmaps(config, model: nn.Module, input: torch.Tensor,
-                     flip_pairs: Sequence | None) -> torch.Tensor:
-    """The model's fp32 heatmaps for a batch already on its device: TEST.AMP autocast, and
-    with TEST.FLIP_TEST the average with the mirrored image's heatmaps."""
-    with autocast(input.device, config.TEST.AMP):
-        if config.TEST.FLIP_TEST and flip_pairs is not None:
-            return _flip_test(model, input, flip_pairs, config.TEST.SHIFT_HEATMAP).float()
-        outputs = model(input)
-    output = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
-    return output.float()
-
-
 def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Module,
              output_dir: str, tb_log_dir: str, writer_dict: dict[str, Any] | None = None
              ) -> float:
     """Predict the validation set, evaluate it with the data set's metric, return the
     perf indicator (on every rank)."""
-    device = _model_device(model)
-    channels_last = config.MODEL.CHANNELS_LAST
+    predictor = Predictor(config, model, val_dataset.flip_pairs)
+    device = predictor.device
     rank0 = distributed.get_rank() == 0
     num_joints = config.MODEL.NUM_JOINTS
     losses, acc = AverageMeter(), AverageMeter()
@@ -182,15 +156,13 @@ def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Mo
     filenames: list[str] = []
     imgnums: list = []
 
-    model.eval()
     idx = 0
     with torch.inference_mode():
-        for i, (input, target, target_weight, meta) in enumerate(
-                _progress(val_loader, "validate", rank0)):
-            input = _to_device(input, device, channels_last)
+        batches = predictor.batches(_progress(val_loader, "validate", rank0))
+        for i, ((input, target, target_weight, meta), prediction) in enumerate(batches):
+            output = prediction.heatmaps
             target = _to_device(target, device)
             target_weight = _to_device(target_weight, device)
-            output = predict_heatmaps(config, model, input, val_dataset.flip_pairs)
             loss = criterion(output, target, target_weight)
 
             n = input.size(0)
@@ -200,14 +172,11 @@ def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Mo
 
             c = meta["center"].numpy()
             s = meta["scale"].numpy()
-            score = meta["score"].numpy()
-            preds, maxvals = get_final_preds(config, output, c, s)
-            all_preds[idx:idx + n, :, 0:2] = preds[:, :, 0:2]
-            all_preds[idx:idx + n, :, 2:3] = maxvals
+            all_preds[idx:idx + n] = prediction.landmarks
             all_boxes[idx:idx + n, 0:2] = c[:, 0:2]
             all_boxes[idx:idx + n, 2:4] = s[:, 0:2]
             all_boxes[idx:idx + n, 4] = np.prod(s * 200, 1)
-            all_boxes[idx:idx + n, 5] = score
+            all_boxes[idx:idx + n, 5] = meta["score"].numpy()
             image_path.extend(meta["image"])
             filenames.extend(_as_list(meta.get("filename", [""] * n)))
             imgnums.extend(_as_list(meta.get("imgnum", [0] * n)))

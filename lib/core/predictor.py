@@ -1,10 +1,15 @@
-"""Keypoints for new images: boxes in, image-pixel keypoints out, as tools/test.py computes them."""
+"""One way to run a keypoint model: config + weights file -> model -> (image, box) items ->
+landmarks N x J x 3 (x, y in image pixels, confidence).
+
+Validation (``function.validate``), ``tools/test.py``, ``tools/infer.py``, the spacecraft
+two-stage crops and ``make demo`` all go through :class:`Predictor`, so test-time options
+(flip test, AMP, channels_last, fused BN) and decoding are written once.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,123 +17,134 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lib.core.function import predict_heatmaps
+import lib.models
 from lib.core.inference import get_final_preds
 from lib.dataset import register
 from lib.dataset.image_boxes import ImageBoxesDataset
-from lib.dataset.JointsDataset import configure_opencv_for_workers
-from lib.utils.transforms import input_transform
+from lib.models.fusion import fuse_conv_bn
+from lib.utils.checkpoint import load_weights_file
+from lib.utils.image_io import configure_opencv_for_workers
+from lib.utils.runtime import autocast, select_device
+from lib.utils.transforms import flip_back, input_transform
+
+# (image path, box x, y, w, h in image pixels, score): what a Predictor crops and runs on
+Item = tuple[str, Sequence[float], float]
 
 
-class DetectionFileError(ValueError):
-    """A detection file that is not a list of COCO-style detections."""
+@dataclass
+class BatchPrediction:
+    """The model's output for one loader batch: fp32 heatmaps on the model's device and the
+    decoded landmarks N x J x 3 (float64, image pixels + confidence)."""
+
+    heatmaps: torch.Tensor
+    landmarks: np.ndarray
 
 
-def load_detections(path: str, category_id: int | None = 1
-                    ) -> dict[str, list[tuple[list[float], float]]]:
-    """COCO-style detections [{image_id | file_name, bbox: [x, y, w, h], score, category_id}]
-    grouped by image key: the file name when given, else the 12-digit COCO name of image_id.
-    Only `category_id` (person) is kept when the field is present."""
-    try:
-        with open(path) as f:
-            entries = json.load(f)
-    except FileNotFoundError:
-        raise
-    except (OSError, json.JSONDecodeError) as error:
-        raise DetectionFileError(f"{path}: not a readable JSON file ({error})") from error
-    if not isinstance(entries, list):
-        raise DetectionFileError(f"{path}: expected a list of detections, got "
-                                 f"{type(entries).__name__}")
-    grouped: dict[str, list[tuple[list[float], float]]] = {}
-    for i, det in enumerate(entries):
-        if not isinstance(det, dict) or "bbox" not in det or "score" not in det:
-            raise DetectionFileError(f"{path}: detection {i} lacks 'bbox' or 'score'")
-        if category_id is not None and det.get("category_id", category_id) != category_id:
-            continue
-        if "file_name" in det:
-            key = os.path.basename(str(det["file_name"]))
-        elif "image_id" in det:
-            key = f"{int(det['image_id']):012d}.jpg"
-        else:
-            raise DetectionFileError(f"{path}: detection {i} names no 'file_name' or 'image_id'")
-        box = [float(v) for v in det["bbox"]]
-        if len(box) != 4:
-            raise DetectionFileError(f"{path}: detection {i} 'bbox' must be [x, y, w, h]")
-        grouped.setdefault(key, []).append((box, float(det["score"])))
-    return grouped
+def _flip_test(model: nn.Module, input: torch.Tensor, flip_pairs: Sequence,
+               shift_heatmap: bool) -> torch.Tensor:
+    """Average the heatmaps of the image and of its mirror image, in one batched forward."""
+    outputs = model(torch.cat([input, input.flip(3)]))
+    if isinstance(outputs, (list, tuple)):
+        outputs = outputs[-1]
+    output, output_flipped = outputs.float().chunk(2)
+    output_flipped = flip_back(output_flipped, flip_pairs)
+    if shift_heatmap:  # the mirrored argmax lands one pixel left of the original one
+        output_flipped[:, :, :, 1:] = output_flipped.clone()[:, :, :, :-1]
+    return (output + output_flipped) * 0.5
 
 
-def predict_keypoints(cfg, model: nn.Module, items: Sequence[tuple[str, Sequence[float], float]],
-                      read_grayscale: bool = False, whole_image: bool = False) -> np.ndarray:
-    """Keypoints N x J x 3 (x, y, score) in image pixels for (image, box, score) items.
+def predict_heatmaps(config: Any, model: nn.Module, input: torch.Tensor,
+                     flip_pairs: Sequence | None) -> torch.Tensor:
+    """The model's fp32 heatmaps for a batch already on its device: TEST.AMP autocast, and
+    with TEST.FLIP_TEST the average with the mirrored image's heatmaps."""
+    with autocast(input.device, config.TEST.AMP):
+        if config.TEST.FLIP_TEST and flip_pairs is not None:
+            return _flip_test(model, input, flip_pairs, config.TEST.SHIFT_HEATMAP).float()
+        outputs = model(input)
+    output = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+    return output.float()
 
-    The crops go through the data set's own pipeline (ImageBoxesDataset), the heatmaps
-    through the validation forward (flip test, AMP) and decoding.
+
+class Predictor:
+    """A model ready for inference with the config's test-time options.
+
+    Build it from a weights file (:meth:`from_weights`) or around a model that is already
+    placed (the training loop's, possibly wrapped in DataParallel / DDP).
     """
-    flip_pairs = getattr(register.get(cfg.DATASET.DATASET), "flip_pairs", None)
-    dataset = ImageBoxesDataset(cfg, items, flip_pairs, input_transform(),
-                                read_grayscale=read_grayscale, whole_image=whole_image)
-    configure_opencv_for_workers(cfg.WORKERS)
-    loader = DataLoader(dataset, batch_size=cfg.TEST.BATCH_SIZE_PER_GPU, shuffle=False,
-                        num_workers=cfg.WORKERS)
-    device = next(model.parameters()).device
-    model.eval()
-    results = []
-    with torch.inference_mode():
-        for input, _, _, meta in loader:
-            input = input.to(device)
-            if cfg.MODEL.CHANNELS_LAST:
-                input = input.contiguous(memory_format=torch.channels_last)
-            output = predict_heatmaps(cfg, model, input, flip_pairs)
-            preds, maxvals = get_final_preds(cfg, output, meta["center"].numpy(),
-                                             meta["scale"].numpy())
-            results.append(np.concatenate([preds, maxvals], axis=2))
-    num_joints = cfg.MODEL.NUM_JOINTS
-    return np.concatenate(results) if results else np.zeros((0, num_joints, 3))
+
+    def __init__(self, cfg: Any, model: nn.Module,
+                 flip_pairs: Sequence | None | str = "dataset") -> None:
+        self.cfg = cfg
+        self.model = model
+        dataset_class = register.get(cfg.DATASET.DATASET)
+        self.flip_pairs = (getattr(dataset_class, "flip_pairs", None)
+                           if isinstance(flip_pairs, str) else flip_pairs)
+        self.read_grayscale = bool(getattr(dataset_class, "read_grayscale", False))
+
+    @classmethod
+    def from_weights(cls, cfg: Any, weights_file: str,
+                     device: torch.device | None = None) -> Predictor:
+        """cfg's network with the weights of ``weights_file`` (checkpoint or state_dict, loaded
+        strictly and weights_only), BN fused into the convolutions with TEST.FUSE_CONV_BN, on
+        ``device`` (GPUS when None), channels_last with MODEL.CHANNELS_LAST, in eval mode."""
+        if not weights_file:
+            raise FileNotFoundError("no weights file given (TEST.MODEL_FILE or the run's "
+                                    "model_best.pth)")
+        model = lib.models.build_model(cfg, is_train=False)
+        load_weights_file(model, weights_file)
+        if cfg.TEST.FUSE_CONV_BN:
+            model = fuse_conv_bn(model)
+        model = model.to(device if device is not None else select_device(cfg.GPUS)).eval()
+        if cfg.MODEL.CHANNELS_LAST:
+            model = model.to(memory_format=torch.channels_last)
+        return cls(cfg, model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def heatmaps(self, input: torch.Tensor) -> torch.Tensor:
+        """fp32 heatmaps of a batch of model inputs (moved to the model's device here)."""
+        device = self.device
+        input = input.to(device, non_blocking=device.type == "cuda")
+        if self.cfg.MODEL.CHANNELS_LAST:
+            input = input.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return predict_heatmaps(self.cfg, self.model, input, self.flip_pairs)
+
+    def decode(self, heatmaps: torch.Tensor, meta: dict[str, Any]) -> np.ndarray:
+        """Landmarks N x J x 3 in image pixels for heatmaps of crops described by ``meta``."""
+        coords, maxvals = get_final_preds(self.cfg, heatmaps, meta["center"].numpy(),
+                                          meta["scale"].numpy())
+        return np.concatenate([coords, maxvals], axis=2).astype(np.float64)
+
+    def batches(self, loader: Iterable) -> Iterator[tuple[Any, BatchPrediction]]:
+        """(the loader's batch, its prediction) for every batch of a JointsDataset loader."""
+        self.model.eval()
+        for batch in loader:
+            heatmaps = self.heatmaps(batch[0])
+            yield batch, BatchPrediction(heatmaps, self.decode(heatmaps, batch[-1]))
+
+    def predict(self, loader: Iterable) -> np.ndarray:
+        """Landmarks N x J x 3 of every item of ``loader``, in loader order."""
+        parts = [prediction.landmarks for _, prediction in self.batches(loader)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.cfg.MODEL.NUM_JOINTS, 3))
+
+    def predict_items(self, items: Sequence[Item], whole_image: bool = False) -> np.ndarray:
+        """Landmarks N x J x 3 for (image path, box, score) items, cropped exactly as the
+        config's data set crops its test split (``whole_image``: the box is the whole image,
+        unpadded, as the spacecraft's coarse model sees it)."""
+        dataset = ImageBoxesDataset(self.cfg, items, self.flip_pairs, input_transform(),
+                                    read_grayscale=self.read_grayscale, whole_image=whole_image)
+        configure_opencv_for_workers(self.cfg.WORKERS)
+        loader = DataLoader(dataset, batch_size=self.cfg.TEST.BATCH_SIZE_PER_GPU, shuffle=False,
+                            num_workers=self.cfg.WORKERS,
+                            pin_memory=self.cfg.PIN_MEMORY and self.device.type == "cuda")
+        return self.predict(loader)
 
 
-def keypoint_records(items: Sequence[tuple[str, Sequence[float], float]],
-                     keypoints: np.ndarray) -> list[dict[str, Any]]:
+def keypoint_records(items: Sequence[Item], keypoints: np.ndarray) -> list[dict[str, Any]]:
     """JSON-ready predictions: one record per item."""
     return [{"image": path, "bbox": [round(float(v), 2) for v in box], "score": float(score),
              "keypoints": np.round(kpts, 3).tolist()}
             for (path, box, score), kpts in zip(items, keypoints, strict=True)]
-
-
-def predict_spacecraft_poses(cfg, model: nn.Module, images: Sequence[tuple[str, int, int]]
-                             ) -> list[dict[str, Any]]:
-    """Two-stage spacecraft pose for (image path, width, height) items: the coarse model
-    (TEST.SPEED_COARSE_CFG / _MODEL_FILE) on the whole image gives the box, `model` the
-    landmarks in it, PnP with the data set's camera and landmark file the pose."""
-    from lib.core.speed_two_stage import coarse_config, load_coarse_model, search_crops
-    from lib.spacecraft.files import load_camera, read_landmarks
-    from lib.spacecraft.pose_solver import pnp_options, solve_poses
-
-    camera = load_camera(cfg.DATASET.ROOT)
-    landmarks_3d = read_landmarks(os.path.join(cfg.DATASET.ROOT, cfg.DATASET.KEYPOINTS_FILE),
-                                  cfg.MODEL.NUM_JOINTS)
-    coarse_cfg = coarse_config(cfg)
-    device = next(model.parameters()).device
-    coarse_model = load_coarse_model(coarse_cfg, cfg.TEST.SPEED_COARSE_MODEL_FILE, device)
-
-    paths = [path for path, _, _ in images]
-    width = np.array([w for _, w, _ in images], dtype=np.float64)
-    height = np.array([h for _, _, h in images], dtype=np.float64)
-    whole = [(path, [0.0, 0.0, float(w), float(h)], 1.0) for path, w, h in images]
-    coarse = predict_keypoints(coarse_cfg, coarse_model, whole, read_grayscale=True,
-                               whole_image=True)
-
-    def locate(boxes: np.ndarray) -> np.ndarray:
-        return predict_keypoints(cfg, model, [(path, box.tolist(), 1.0)
-                                              for path, box in zip(paths, boxes, strict=True)],
-                                 read_grayscale=True)
-
-    boxes, scores = search_crops(cfg, coarse, locate, width, height, landmarks_3d,
-                                 camera.matrix, camera.dist_coeffs)
-    fine = locate(boxes)
-    poses = solve_poses(fine[:, :, :2], fine[:, :, 2], landmarks_3d, camera.matrix,
-                        camera.dist_coeffs, **pnp_options(cfg))
-    return [{"image": path, "bbox": boxes[k].tolist(), "score": float(scores[k]),
-             "keypoints": np.round(fine[k], 3).tolist(), "success": bool(poses.success[k]),
-             "reason": poses.reasons[k], "q": poses.q[k].tolist(), "r": poses.r[k].tolist()}
-            for k, path in enumerate(paths)]

@@ -1,40 +1,36 @@
-"""Two-stage spacecraft crops: a coarse HRNet on the whole downscaled image finds the landmarks
-roughly, the box around them is the crop of the fine model (TEST.SPEED_BBOX 'model'); with
-TEST.SPEED_CROP_REFINE the fine model then re-frames that crop on its own landmarks, and with
-TEST.SPEED_CROP_CANDIDATES it tries looser boxes too and keeps the crop whose landmarks agree
-best with their PnP pose.
+"""Two-stage spacecraft crops, in memory: a coarse HRNet on the whole downscaled image finds the
+landmarks roughly, the box around them is the crop of the fine model (TEST.SPEED_BBOX 'model');
+with TEST.SPEED_CROP_REFINE the fine model then re-frames that crop on its own landmarks, and
+with TEST.SPEED_CROP_CANDIDATES it tries looser boxes too and keeps the crop whose landmarks
+agree best with their PnP pose.
 
-The boxes are written in the box-file format of lib.dataset.speed (the 'file' source), so a
-two-stage run leaves a file that can be inspected, reused and compared with any detector.
+Images and boxes pass between the steps as (image path, box) items of one light data set
+(lib.core.predictor.Predictor.predict_items); the only file written is the final box file
+(lib.spacecraft.files format), an output to inspect, reuse or compare with any detector.
+tools/test.py, tools/infer.py and make demo all come through :func:`two_stage_crops`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-import lib.models
 from lib.config import default_config, merge_from_file
-from lib.core.inference import get_final_preds
-from lib.dataset.speed import SpeedDataset
-from lib.spacecraft.files import write_box_file
+from lib.core.predictor import Predictor
+from lib.dataset.speed import resolve_image_set
+from lib.spacecraft.files import Camera, load_camera, read_labels, read_landmarks, write_box_file
 from lib.spacecraft.geometry import project_points
 from lib.spacecraft.pose_solver import PoseBatch, pnp_options, solve_poses
-from lib.utils.checkpoint import load_weights_file
-from lib.utils.runtime import autocast, select_device
-from lib.utils.transforms import input_transform
 
 logger = logging.getLogger(__name__)
 
 MIN_BOX_LANDMARKS = 2  # fewer confident coarse landmarks span no box: use the whole image
-
 
 
 def coarse_config(cfg: CfgNode) -> CfgNode:
@@ -53,51 +49,6 @@ def coarse_config(cfg: CfgNode) -> CfgNode:
     coarse.DATASET.SPEED_FULL_IMAGE = True
     coarse.freeze()
     return coarse
-
-
-def load_coarse_model(coarse_cfg: CfgNode, model_file: str, device: torch.device
-                      ) -> torch.nn.Module:
-    """The coarse network with the weights of ``model_file`` (checkpoint or state_dict)."""
-    if not model_file:
-        raise ValueError("TEST.SPEED_BBOX 'model' needs TEST.SPEED_COARSE_MODEL_FILE (the "
-                         "coarse model's weights)")
-    return load_eval_model(coarse_cfg, model_file, device)
-
-
-def load_eval_model(cfg: CfgNode, model_file: str, device: torch.device) -> torch.nn.Module:
-    """cfg's network with the weights of ``model_file``, on ``device``, in eval mode."""
-    model = lib.models.build_model(cfg, is_train=False)
-    load_weights_file(model, model_file)
-    model = model.to(device).eval()
-    if cfg.MODEL.CHANNELS_LAST:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def predict_landmarks(coarse_cfg: CfgNode, model: torch.nn.Module, dataset: SpeedDataset,
-                      device: torch.device) -> np.ndarray:
-    """Landmarks N x J x 3 (x, y full-image pixels, confidence) in data-set order."""
-    loader = DataLoader(dataset, batch_size=coarse_cfg.TEST.BATCH_SIZE_PER_GPU, shuffle=False,
-                        num_workers=coarse_cfg.WORKERS,
-                        pin_memory=coarse_cfg.PIN_MEMORY and device.type == "cuda")
-    out = np.zeros((len(dataset), dataset.num_joints, 3))
-    start = 0
-    with torch.inference_mode():
-        for inputs, _, _, meta in loader:
-            inputs = inputs.to(device)
-            if coarse_cfg.MODEL.CHANNELS_LAST:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with autocast(device, coarse_cfg.TEST.AMP):
-                heatmaps = model(inputs)
-            if isinstance(heatmaps, (list, tuple)):
-                heatmaps = heatmaps[-1]
-            coords, maxvals = get_final_preds(coarse_cfg, heatmaps.float(),
-                                              meta["center"].numpy(), meta["scale"].numpy())
-            stop = start + len(inputs)
-            out[start:stop, :, :2] = coords
-            out[start:stop, :, 2:] = maxvals
-            start = stop
-    return out
 
 
 def boxes_from_landmarks(landmarks: np.ndarray, conf_threshold: float, enlarge: float,
@@ -174,12 +125,6 @@ def search_crops(cfg: CfgNode, coarse_landmarks: np.ndarray,
     box that cut the spacecraft off loses to a looser one that did not.
     """
     enlargements = [cfg.TEST.SPEED_COARSE_BOX_ENLARGE, *cfg.TEST.SPEED_CROP_CANDIDATES]
-    if not all(isinstance(e, (int, float)) and e > 0 for e in enlargements):
-        raise ValueError("TEST.SPEED_COARSE_BOX_ENLARGE and TEST.SPEED_CROP_CANDIDATES must be "
-                         f"positive factors, got {enlargements}")
-    if len(enlargements) > 1 and not cfg.TEST.SPEED_CROP_AGREEMENT_TOL > 0:
-        raise ValueError("TEST.SPEED_CROP_AGREEMENT_TOL must be positive, got "
-                         f"{cfg.TEST.SPEED_CROP_AGREEMENT_TOL}")
     best_boxes = best_scores = best_agreement = None
     for enlarge in enlargements:
         boxes, scores = boxes_from_landmarks(coarse_landmarks, cfg.TEST.SPEED_COARSE_CONF_THRE,
@@ -202,65 +147,80 @@ def search_crops(cfg: CfgNode, coarse_landmarks: np.ndarray,
     return best_boxes, best_scores
 
 
-def build_coarse_boxes(cfg: CfgNode, image_set: str, output_dir: str,
-                       fine_model: torch.nn.Module | None = None) -> str:
-    """Run the coarse model on every image of ``image_set`` and write the crop boxes of the
-    fine model to ``output_dir/speed_boxes_<set>.json``; returns that path.
+def coarse_predictor(cfg: CfgNode, device: torch.device | None = None) -> Predictor:
+    """The coarse model of TEST.SPEED_COARSE_CFG with the weights TEST.SPEED_COARSE_MODEL_FILE."""
+    if not cfg.TEST.SPEED_COARSE_MODEL_FILE:
+        raise ValueError("TEST.SPEED_BBOX 'model' needs TEST.SPEED_COARSE_MODEL_FILE (the "
+                         "coarse model's weights)")
+    return Predictor.from_weights(coarse_config(cfg), cfg.TEST.SPEED_COARSE_MODEL_FILE, device)
 
-    With a ``fine_model`` and TEST.SPEED_CROP_REFINE or TEST.SPEED_CROP_CANDIDATES, the crops
-    come from search_crops and the plain coarse boxes stay in ``speed_boxes_<set>_coarse.json``.
-    Without one (validation while training) the coarse boxes are the crops.
-    """
-    coarse_cfg = coarse_config(cfg)
-    device = select_device(cfg.GPUS)
-    transform = input_transform()
-    dataset = SpeedDataset(coarse_cfg, coarse_cfg.DATASET.ROOT, image_set, False, transform)
-    model = load_coarse_model(coarse_cfg, cfg.TEST.SPEED_COARSE_MODEL_FILE, device)
-    coarse_landmarks = predict_landmarks(coarse_cfg, model, dataset, device)
-    width, height = dataset.camera.width, dataset.camera.height
-    boxes, scores = boxes_from_landmarks(
-        coarse_landmarks, cfg.TEST.SPEED_COARSE_CONF_THRE, cfg.TEST.SPEED_COARSE_BOX_ENLARGE,
-        width, height)
-    fallback = int(np.count_nonzero(scores == 0))
-    if fallback:
-        logger.warning("=> coarse model: %d of %d images without %d confident landmarks get "
-                       "the whole image as box", fallback, len(scores), MIN_BOX_LANDMARKS)
-    tag = image_set.strip("/").replace("/", "_")
-    path = os.path.join(output_dir, f"speed_boxes_{tag}.json")
-    names = [rec["filename"] for rec in dataset.db]
+
+def two_stage_crops(cfg: CfgNode, paths: Sequence[str], camera: Camera,
+                    landmarks_3d: np.ndarray, coarse: Predictor, fine: Predictor | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The fine model's crops N x 4 (x, y, w, h) and scores N for the images at ``paths``
+    (all of ``camera``'s size): the coarse model's landmarks on the whole image, then, with a
+    ``fine`` predictor and TEST.SPEED_CROP_REFINE / _CROP_CANDIDATES, search_crops. Without
+    one (validation while training) the coarse boxes are the crops."""
+    width, height = camera.width, camera.height
+    whole = [(path, [0.0, 0.0, float(width), float(height)], 1.0) for path in paths]
+    coarse_landmarks = coarse.predict_items(whole, whole_image=True)
     searching = cfg.TEST.SPEED_CROP_REFINE > 0 or len(cfg.TEST.SPEED_CROP_CANDIDATES) > 0
-    if not searching or fine_model is None:
-        write_box_file(path, names, boxes, scores)
-        logger.info("=> coarse boxes of %d images of '%s' written to %s", len(boxes), image_set,
-                    path)
-        return path
-    write_box_file(os.path.join(output_dir, f"speed_boxes_{tag}_coarse.json"), names, boxes,
-                   scores)
-    fine_device = next(fine_model.parameters()).device
-    was_training = fine_model.training
-    fine_model.eval()
+    if fine is None or not searching:
+        boxes, scores = boxes_from_landmarks(
+            coarse_landmarks, cfg.TEST.SPEED_COARSE_CONF_THRE,
+            cfg.TEST.SPEED_COARSE_BOX_ENLARGE, width, height)
+        fallback = int(np.count_nonzero(scores == 0))
+        if fallback:
+            logger.warning("=> coarse model: %d of %d images without %d confident landmarks get "
+                           "the whole image as box", fallback, len(scores), MIN_BOX_LANDMARKS)
+        return boxes, scores
 
     def locate(crops: np.ndarray) -> np.ndarray:
-        write_box_file(path, names, crops, np.ones(len(crops)))
-        fine_set = SpeedDataset(cfg, cfg.DATASET.ROOT, image_set, False, transform,
-                                bbox_file=path)
-        return predict_landmarks(cfg, fine_model, fine_set, fine_device)
+        return fine.predict_items([(path, box.tolist(), 1.0)
+                                   for path, box in zip(paths, crops, strict=True)])
 
-    boxes, scores = search_crops(cfg, coarse_landmarks, locate, width, height,
-                                 dataset.landmarks, dataset.camera.matrix,
-                                 dataset.camera.dist_coeffs)
-    fine_model.train(was_training)
-    write_box_file(path, names, boxes, scores)
-    logger.info("=> crops of %d images of '%s' from the coarse boxes, %d re-framing pass(es) "
-                "and %d candidate(s) per image, written to %s", len(boxes), image_set,
-                cfg.TEST.SPEED_CROP_REFINE, 1 + len(cfg.TEST.SPEED_CROP_CANDIDATES), path)
-    return path
+    was_training = fine.model.training
+    try:
+        return search_crops(cfg, coarse_landmarks, locate, width, height, landmarks_3d,
+                            camera.matrix, camera.dist_coeffs)
+    finally:
+        fine.model.train(was_training)
+
+
+def box_file_path(output_dir: str, image_set: str) -> str:
+    """Where a run writes the crops of ``image_set``: ``output_dir/speed_boxes_<set>.json``."""
+    return os.path.join(output_dir, f"speed_boxes_{image_set.strip('/').replace('/', '_')}.json")
+
+
+def two_stage_boxes(cfg: CfgNode, image_set: str, output_dir: str,
+                    fine_model: torch.nn.Module | None = None
+                    ) -> dict[str, tuple[np.ndarray, float]]:
+    """Crops (filename -> (box, score)) of every image of ``image_set`` under DATASET.ROOT,
+    also written once to :func:`box_file_path` (nothing else is written)."""
+    root = cfg.DATASET.ROOT
+    labels_file, image_dir = resolve_image_set(root, image_set)
+    names = [label.filename for label in read_labels(labels_file)]
+    camera = load_camera(root)
+    landmarks_3d = read_landmarks(os.path.join(root, cfg.DATASET.KEYPOINTS_FILE),
+                                  cfg.MODEL.NUM_JOINTS)
+    fine = None if fine_model is None else Predictor(cfg, fine_model)
+    device = fine.device if fine is not None else None
+    boxes, scores = two_stage_crops(cfg, [os.path.join(image_dir, name) for name in names],
+                                    camera, landmarks_3d, coarse_predictor(cfg, device), fine)
+    path = write_box_file(box_file_path(output_dir, image_set), names, boxes, scores)
+    logger.info("=> crops of %d images of '%s' (coarse model%s) written to %s", len(names),
+                image_set, "" if fine is None else
+                f", {cfg.TEST.SPEED_CROP_REFINE} re-framing pass(es), "
+                f"{1 + len(cfg.TEST.SPEED_CROP_CANDIDATES)} candidate(s) per image", path)
+    return {name: (box, float(score)) for name, box, score in zip(names, boxes, scores,
+                                                                   strict=True)}
 
 
 def two_stage_dataset_kwargs(cfg: Any, output_dir: str,
-                             fine_model: torch.nn.Module | None = None) -> dict[str, str]:
-    """Extra arguments of the speed validation set: the coarse box file when TEST.SPEED_BBOX
+                             fine_model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Extra arguments of the speed validation set: the two-stage crops when TEST.SPEED_BBOX
     is 'model' (the engine's hook), nothing otherwise."""
     if cfg.DATASET.DATASET != "speed" or cfg.TEST.SPEED_BBOX != "model":
         return {}
-    return {"bbox_file": build_coarse_boxes(cfg, cfg.DATASET.TEST_SET, output_dir, fine_model)}
+    return {"boxes": two_stage_boxes(cfg, cfg.DATASET.TEST_SET, output_dir, fine_model)}

@@ -9,19 +9,16 @@ Record keys: 'image' (path, ``archive.zip@member`` for the zip format), 'center'
 'filename', 'imgnum'.
 
 Training items consume random numbers from ``np.random`` and ``random`` in the original's
-order, so one random state gives the original's item; ``_reference_getitem`` is the original
-algorithm, kept to prove it (tests, ``tools/bench_data.py``).
+order, so one random state gives the original's item (``tests/reference_pipeline.py`` keeps the
+original algorithm to prove it); the shared augmentation (``lib.dataset.augmentation``) draws
+after them, and nothing when it is off.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
-import os
 import random
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -30,214 +27,23 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as tv
 
+from lib.dataset.augmentation import CropAugmentation
+from lib.utils.heatmap_codec import generate_gaussian_targets
+from lib.utils.image_io import IMREAD_FLAGS, ImageCache, read_image
 from lib.utils.io import UserFileError
 from lib.utils.transforms import (
     PIXEL_STD,
-    affine_transform,
+    box_scale,
+    box_to_center_scale,
     fliplr_joints,
     get_affine_transform,
 )
 
 logger = logging.getLogger(__name__)
 
-IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-_ZIP_READERS: dict[tuple[int, str], zipfile.ZipFile] = {}  # (pid, archive) -> open archive
-
 
 class DatasetFormatError(UserFileError):
     """A data set file whose content does not follow its format (named in the message)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Reading images
-# --------------------------------------------------------------------------------------------
-def _zip_reader(archive: str) -> zipfile.ZipFile:
-    """One open ZipFile per process: a handle inherited through fork shares its file offset."""
-    key = (os.getpid(), archive)
-    reader = _ZIP_READERS.get(key)
-    if reader is None:
-        if not os.path.isfile(archive):
-            raise FileNotFoundError(f"zip archive of images not found: {archive}")
-        reader = _ZIP_READERS[key] = zipfile.ZipFile(archive, "r")
-    return reader
-
-
-def _read_zip_member(path: str) -> bytes:
-    """Bytes of ``archive.zip@member`` (the original also writes ``archive.zip@/member``)."""
-    archive, _, member = path.partition("@")
-    member = member.lstrip("/")
-    reader = _zip_reader(archive)
-    try:
-        return reader.read(member)
-    except KeyError:
-        # Official archives (e.g. COCO's val2017.zip) keep their files in a folder of that name.
-        folder = os.path.splitext(os.path.basename(archive))[0]
-        try:
-            return reader.read(f"{folder}/{member}")
-        except KeyError:
-            raise FileNotFoundError(
-                f"image listed in the data set but missing: {member} is not in {archive}"
-            ) from None
-
-
-def read_image(path: str, flags: int = IMREAD_FLAGS, data_format: str = "jpg") -> np.ndarray:
-    """Decode an image as OpenCV does (BGR uint8 by default); a missing or broken file is an error
-    naming it. ``data_format`` 'zip' reads ``archive.zip@member``."""
-    if data_format == "zip":
-        buffer = np.frombuffer(_read_zip_member(path), np.uint8)
-        image = cv2.imdecode(buffer, flags)
-    else:
-        image = cv2.imread(path, flags)
-        if image is None and not os.path.isfile(path):
-            raise FileNotFoundError(f"image listed in the data set but missing: {path}")
-    if image is None:
-        raise ValueError(f"cannot decode image (corrupt or not an image): {path}")
-    return image
-
-
-class ImageCache:
-    """Decoded images kept in memory up to a byte budget, so that epochs after the first skip
-    the decoding (0.66 ms per 640x400 JPEG here: 7-14% of a `make demo` training step).
-
-    Filled on first read and never evicted (a shuffled epoch would thrash any eviction order);
-    past the budget images are decoded every time. Cached arrays are read-only: the pipeline
-    writes only to new arrays (flip, warp), and anything that did not would fail loudly rather
-    than corrupt the next epoch.
-    """
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget_bytes = max(int(budget_bytes), 0)
-        self.used_bytes = 0
-        self._images: dict[tuple[str, int], np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-    def get(self, path: str, flags: int, read: Callable[[], np.ndarray]) -> np.ndarray:
-        key = (path, flags)
-        image = self._images.get(key)
-        if image is None:
-            image = read()
-            if self.used_bytes + image.nbytes <= self.budget_bytes:
-                image.flags.writeable = False
-                self._images[key] = image
-                self.used_bytes += image.nbytes
-        return image
-
-
-def configure_opencv_for_workers(num_workers: int) -> None:
-    """Call in the main process before creating DataLoaders with ``num_workers`` processes.
-
-    With workers, each worker process is one unit of the parallelism, so OpenCV's own thread
-    pool is switched off here, before the fork: the workers inherit that setting. (Changing
-    it inside a forked worker instead can deadlock in OpenCV when the parent's pool was running.)
-    """
-    if num_workers > 0:
-        cv2.setNumThreads(0)
-
-
-# --------------------------------------------------------------------------------------------
-# Gaussian targets
-# --------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
-def gaussian_patch(sigma: float) -> np.ndarray:
-    """The unnormalised Gaussian (peak 1) of the original, float32, side 2 * 3 sigma + 1
-    (read-only: one array is shared by every call with this sigma)."""
-    tmp_size = sigma * 3
-    size = 2 * tmp_size + 1
-    x = np.arange(0, size, 1, np.float32)
-    y = x[:, np.newaxis]
-    x0 = y0 = size // 2
-    patch = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
-    patch.setflags(write=False)
-    return patch
-
-
-def generate_gaussian_targets(
-    joints: np.ndarray,
-    joints_vis: np.ndarray,
-    image_size: Sequence[int],
-    heatmap_size: Sequence[int],
-    sigma: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Heatmaps J x H x W (float32) and weights J x 1 for joints in input-image pixels.
-
-    The original's rules, for all joints at once: the peak sits at int(joint / stride + 0.5)
-    (int truncates towards zero), the window spans int(mu - 3 sigma) .. int(mu + 3 sigma + 1),
-    the weight is the visibility, set to 0 when the window lies entirely outside the heatmap,
-    and only joints with weight > 0.5 are drawn. Values are copied from ``gaussian_patch``, so
-    they equal the per-joint loop bit for bit.
-    """
-    width, height = int(heatmap_size[0]), int(heatmap_size[1])
-    num_joints = len(joints)
-    tmp_size = sigma * 3
-    stride = np.asarray(image_size) / np.asarray(heatmap_size)
-
-    target_weight = np.asarray(joints_vis)[:, :1].astype(np.float32)
-    mu_x = np.trunc(joints[:, 0] / stride[0] + 0.5)
-    mu_y = np.trunc(joints[:, 1] / stride[1] + 0.5)
-    ul_x = np.trunc(mu_x - tmp_size).astype(np.int64)
-    ul_y = np.trunc(mu_y - tmp_size).astype(np.int64)
-    br_x = np.trunc(mu_x + tmp_size + 1).astype(np.int64)
-    br_y = np.trunc(mu_y + tmp_size + 1).astype(np.int64)
-    outside = (ul_x >= width) | (ul_y >= height) | (br_x < 0) | (br_y < 0)
-    target_weight[outside] = 0
-
-    patch = gaussian_patch(sigma)
-    offsets = np.arange(patch.shape[0])
-    cols = ul_x[:, None] + offsets  # J x S heatmap columns covered by each joint's patch
-    rows = ul_y[:, None] + offsets
-    col_ok = (cols >= 0) & (cols < np.minimum(br_x, width)[:, None])
-    row_ok = (rows >= 0) & (rows < np.minimum(br_y, height)[:, None])
-    drawn = (target_weight[:, 0] > 0.5)[:, None, None]
-    inside = row_ok[:, :, None] & col_ok[:, None, :] & drawn  # J x S x S
-
-    target = np.zeros((num_joints, height, width), dtype=np.float32)
-    joint_index, patch_row, patch_col = np.nonzero(inside)
-    target[joint_index, rows[joint_index, patch_row], cols[joint_index, patch_col]] = patch[
-        patch_row, patch_col
-    ]
-    return target, target_weight
-
-
-def _generate_gaussian_targets_loop(
-    joints: np.ndarray,
-    joints_vis: np.ndarray,
-    image_size: Sequence[int],
-    heatmap_size: Sequence[int],
-    sigma: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Reference: the original per-joint loop (tests and ``tools/bench_data.py`` only)."""
-    image_size = np.asarray(image_size)
-    heatmap_size = np.asarray(heatmap_size)
-    num_joints = len(joints)
-    target_weight = np.ones((num_joints, 1), dtype=np.float32)
-    target_weight[:, 0] = joints_vis[:, 0]
-    target = np.zeros((num_joints, heatmap_size[1], heatmap_size[0]), dtype=np.float32)
-    tmp_size = sigma * 3
-    for joint_id in range(num_joints):
-        feat_stride = image_size / heatmap_size
-        mu_x = int(joints[joint_id][0] / feat_stride[0] + 0.5)
-        mu_y = int(joints[joint_id][1] / feat_stride[1] + 0.5)
-        ul = [int(mu_x - tmp_size), int(mu_y - tmp_size)]
-        br = [int(mu_x + tmp_size + 1), int(mu_y + tmp_size + 1)]
-        if ul[0] >= heatmap_size[0] or ul[1] >= heatmap_size[1] or br[0] < 0 or br[1] < 0:
-            target_weight[joint_id] = 0
-            continue
-        size = 2 * tmp_size + 1
-        x = np.arange(0, size, 1, np.float32)
-        y = x[:, np.newaxis]
-        x0 = y0 = size // 2
-        g = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
-        g_x = max(0, -ul[0]), min(br[0], heatmap_size[0]) - ul[0]
-        g_y = max(0, -ul[1]), min(br[1], heatmap_size[1]) - ul[1]
-        img_x = max(0, ul[0]), min(br[0], heatmap_size[0])
-        img_y = max(0, ul[1]), min(br[1], heatmap_size[1])
-        if target_weight[joint_id] > 0.5:
-            target[joint_id][img_y[0] : img_y[1], img_x[0] : img_x[1]] = g[
-                g_y[0] : g_y[1], g_x[0] : g_x[1]
-            ]
-    return target, target_weight
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,32 +72,6 @@ def _pixel_lookup_table(transform: Callable | None) -> np.ndarray | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Small shared helpers for subclasses
-# --------------------------------------------------------------------------------------------
-def merge_rank_outputs(
-    parts: Sequence[tuple[Sequence[int], np.ndarray, np.ndarray, Sequence[str]]],
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Merge per-rank (sample indices, preds, all_boxes, image paths) into data-set order.
-
-    A DistributedSampler pads the last shard with repeated samples; every index is kept once,
-    so ``evaluate`` sees each sample exactly once, as in a single-process run.
-    """
-    if not parts:
-        raise ValueError("merge_rank_outputs: no rank outputs given")
-    indices = np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts])
-    preds = np.concatenate([np.asarray(p[1]) for p in parts])
-    boxes = np.concatenate([np.asarray(p[2]) for p in parts])
-    paths = [path for p in parts for path in p[3]]
-    if not len(indices) == len(preds) == len(boxes) == len(paths):
-        raise ValueError(
-            f"merge_rank_outputs: {len(indices)} indices, {len(preds)} preds, "
-            f"{len(boxes)} boxes and {len(paths)} image paths must match"
-        )
-    _, first = np.unique(indices, return_index=True)  # sorted by index, first occurrence
-    return preds[first], boxes[first], [paths[i] for i in first]
-
-
-# --------------------------------------------------------------------------------------------
 # The data set
 # --------------------------------------------------------------------------------------------
 class JointsDataset(Dataset):
@@ -299,7 +79,8 @@ class JointsDataset(Dataset):
 
     Subclasses set the class facts below, build ``self.db`` (then call ``self._finish_db``) and
     implement ``evaluate``. Hooks for data sets with their own needs: ``read_grayscale``
-    (decode one channel, feed it as three), ``_augment_box`` and ``_augment_image``.
+    (decode one channel, feed it as three), ``_augment_box`` and ``_augment_image`` (by
+    default the shared DATASET.SHIFT_FACTOR / PROB_* steps of ``self.augmentation``).
     """
 
     num_joints: int = 0
@@ -327,17 +108,11 @@ class JointsDataset(Dataset):
         self.color_rgb = cfg.DATASET.COLOR_RGB
         self.bbox_padding = cfg.DATASET.BBOX_PADDING
         self.select = cfg.DATASET.SELECT_DATA
+        self.augmentation = CropAugmentation.from_config(cfg)
         cache_mb = cfg.DATASET.CACHE_IMAGES_MB
-        if cache_mb < 0:
-            raise ValueError(f"DATASET.CACHE_IMAGES_MB must be 0 (off) or a budget in MiB, got "
-                             f"{cache_mb}")
         self.image_cache = ImageCache(cache_mb * 2**20) if cache_mb > 0 else None
 
         self.target_type = cfg.MODEL.TARGET_TYPE
-        if self.target_type != "gaussian":
-            raise ValueError(
-                f"MODEL.TARGET_TYPE '{self.target_type}' is not supported (only 'gaussian')"
-            )
         self.image_size = np.array(cfg.MODEL.IMAGE_SIZE)
         self.heatmap_size = np.array(cfg.MODEL.HEATMAP_SIZE)
         self.aspect_ratio = self.image_size[0] * 1.0 / self.image_size[1]
@@ -372,42 +147,31 @@ class JointsDataset(Dataset):
 
     def _augment_box(self, center: np.ndarray, scale: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Training hook after the standard draws (e.g. crop translation); no-op here."""
-        return center, scale
+        """Training step after the original's draws (and the flip): the crop shift of
+        DATASET.SHIFT_FACTOR (no draw when 0)."""
+        return self.augmentation.shift_crop(center, scale, self.pixel_std)
 
     def _augment_image(self, crop: np.ndarray) -> np.ndarray:
-        """Training hook on the uint8 crop (decoder channel order) before it becomes the input;
-        must return uint8 of the same shape; no-op here."""
-        return crop
+        """Training step on the uint8 crop (decoder channel order) before it becomes the input:
+        the photometric steps of DATASET.PROB_* (``crop`` itself, no draw, when all are off);
+        returns uint8 of the same shape."""
+        return self.augmentation.adjust_pixels(crop)
 
     # ---- building the records -------------------------------------------------------------
     def _box_to_center_scale(self, x: float, y: float, w: float, h: float
                              ) -> tuple[np.ndarray, np.ndarray]:
-        """Center and scale of a box (x, y, w, h): widened or heightened to the input's
-        aspect ratio, in units of PIXEL_STD, enlarged by DATASET.BBOX_PADDING."""
-        center = np.zeros(2, dtype=np.float32)
-        center[0] = x + w * 0.5
-        center[1] = y + h * 0.5
-        if w > self.aspect_ratio * h:
-            h = w * 1.0 / self.aspect_ratio
-        elif w < self.aspect_ratio * h:
-            w = h * self.aspect_ratio
-        scale = np.array([w * 1.0 / self.pixel_std, h * 1.0 / self.pixel_std], dtype=np.float32)
-        if center[0] != -1:
-            scale = scale * self.bbox_padding
-        return center, scale
+        """Center and scale of a box (x, y, w, h) at the input's aspect ratio, enlarged by
+        DATASET.BBOX_PADDING (``lib.utils.transforms.box_to_center_scale``)."""
+        return box_to_center_scale(x, y, w, h, self.aspect_ratio, self.bbox_padding,
+                                   self.pixel_std)
 
     def _image_center_scale(self, width: float, height: float
                             ) -> tuple[np.ndarray, np.ndarray]:
         """Center and scale of a whole `width` x `height` image at the input's aspect ratio,
-        unpadded (the crop of a model that sees the entire image)."""
-        w, h = float(width), float(height)
-        center = np.array([(w - 1) * 0.5, (h - 1) * 0.5], dtype=np.float32)
-        if w > self.aspect_ratio * h:
-            h = w / self.aspect_ratio
-        else:
-            w = h * self.aspect_ratio
-        return center, np.array([w / self.pixel_std, h / self.pixel_std], dtype=np.float32)
+        unpadded (the crop of a model that sees the entire image): the box of its pixels'
+        outer corners."""
+        return box_to_center_scale(-0.5, -0.5, float(width), float(height), self.aspect_ratio,
+                                   1.0, self.pixel_std)
 
     def _joints_arrays(self, xy: np.ndarray, vis: np.ndarray, source: str, entry: Any
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -501,12 +265,7 @@ class JointsDataset(Dataset):
         # Python numbers was carried out in float64.
         w = float(right_bottom[0] - left_top[0])
         h = float(right_bottom[1] - left_top[1])
-        if w > self.aspect_ratio * h:
-            h = w * 1.0 / self.aspect_ratio
-        elif w < self.aspect_ratio * h:
-            w = h * self.aspect_ratio
-        scale = np.array([w * 1.0 / self.pixel_std, h * 1.0 / self.pixel_std], dtype=np.float32)
-        return center, scale * 1.5
+        return center, box_scale(w, h, self.aspect_ratio, self.pixel_std) * 1.5
 
     def _sample_augmentation(self, joints: np.ndarray, joints_vis: np.ndarray,
                              center: np.ndarray, scale: np.ndarray
@@ -612,62 +371,3 @@ class JointsDataset(Dataset):
         }
         return model_input, torch.from_numpy(target), torch.from_numpy(target_weight), meta
 
-
-def _reference_getitem(dataset: JointsDataset, idx: int
-                       ) -> tuple[Any, torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Reference: the original __getitem__ step by step (deep copy, full-image colour
-    conversion, mirrored view, transform call, per-joint loops). Tests and benchmark only."""
-    db_rec = copy.deepcopy(dataset.db[idx])
-    image_file = db_rec["image"]
-    filename = db_rec.get("filename", "")
-    imgnum = db_rec.get("imgnum", "")
-    flags = cv2.IMREAD_GRAYSCALE if dataset.read_grayscale else IMREAD_FLAGS
-    data_numpy = read_image(image_file, flags | cv2.IMREAD_IGNORE_ORIENTATION,
-                            dataset.data_format)
-    if data_numpy.ndim == 2:
-        data_numpy = cv2.cvtColor(data_numpy, cv2.COLOR_GRAY2BGR)
-    if dataset.color_rgb:
-        data_numpy = cv2.cvtColor(data_numpy, cv2.COLOR_BGR2RGB)
-
-    joints = db_rec["joints_3d"]
-    joints_vis = db_rec["joints_3d_vis"]
-    c = db_rec["center"]
-    s = db_rec["scale"]
-    score = db_rec.get("score", 1)
-    r = 0
-
-    if dataset.is_train:
-        if (np.sum(joints_vis[:, 0]) > dataset.num_joints_half_body
-                and np.random.rand() < dataset.prob_half_body):
-            c_half_body, s_half_body = dataset.half_body_transform(joints, joints_vis)
-            if c_half_body is not None and s_half_body is not None:
-                c, s = c_half_body, s_half_body
-        sf = dataset.scale_factor
-        rf = dataset.rotation_factor
-        s = s * np.asarray(np.clip(np.random.randn() * sf + 1, 1 - sf, 1 + sf), dtype=s.dtype)
-        r = np.clip(np.random.randn() * rf, -rf * 2, rf * 2) if random.random() <= 0.6 else 0
-        if dataset.flip and random.random() <= 0.5:
-            data_numpy = data_numpy[:, ::-1, :]
-            joints, joints_vis = fliplr_joints(
-                joints, joints_vis, data_numpy.shape[1], dataset.flip_pairs)
-            c[0] = data_numpy.shape[1] - float(c[0]) - 1  # numpy 1 computed this in float64
-
-    trans = get_affine_transform(c, s, r, dataset.image_size)
-    model_input = cv2.warpAffine(
-        data_numpy, trans, (int(dataset.image_size[0]), int(dataset.image_size[1])),
-        flags=cv2.INTER_LINEAR)
-    if dataset.transform:
-        model_input = dataset.transform(model_input)
-    for i in range(len(joints)):
-        if joints_vis[i, 0] > 0.0:
-            joints[i, 0:2] = affine_transform(joints[i, 0:2], trans)[:2]
-
-    target, target_weight = _generate_gaussian_targets_loop(
-        joints, joints_vis, dataset.image_size, dataset.heatmap_size, dataset.sigma)
-    if dataset.use_different_joints_weight:
-        target_weight = np.multiply(target_weight, dataset.joints_weight)
-    meta = {
-        "image": image_file, "filename": filename, "imgnum": imgnum, "joints": joints,
-        "joints_vis": joints_vis, "center": c, "scale": s, "rotation": r, "score": score,
-    }
-    return model_input, torch.from_numpy(target), torch.from_numpy(target_weight), meta

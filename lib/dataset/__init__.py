@@ -8,12 +8,7 @@ from typing import Any
 
 from lib.dataset.coco import COCODataset
 from lib.dataset.coco import COCODataset as coco
-from lib.dataset.JointsDataset import (
-    DatasetFormatError,
-    JointsDataset,
-    configure_opencv_for_workers,
-    merge_rank_outputs,
-)
+from lib.dataset.JointsDataset import DatasetFormatError, JointsDataset
 from lib.dataset.mpii import MPIIDataset
 from lib.dataset.mpii import MPIIDataset as mpii
 from lib.dataset.speed import SpeedDataset
@@ -53,9 +48,7 @@ __all__ = [
     "MPIIDataset",
     "UnknownDatasetError",
     "build_dataset",
-    "configure_opencv_for_workers",
     "coco",
-    "merge_rank_outputs",
     "mpii",
     "register",
     "SpeedDataset",

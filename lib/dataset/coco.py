@@ -16,6 +16,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from lib.dataset.detections import read_detections
 from lib.dataset.JointsDataset import (
     DatasetFormatError,
     JointsDataset,
@@ -170,27 +171,14 @@ class COCODataset(JointsDataset):
         if not self.bbox_file:
             raise FileNotFoundError(
                 f"{what} is not set: set it, or TEST.USE_GT_BBOX True to test on GT boxes")
-        all_boxes = read_json(self.bbox_file, what, DatasetFormatError)
-        if not isinstance(all_boxes, list):
-            raise DatasetFormatError(f"{what} must hold a list of detections: {self.bbox_file}")
+        all_boxes = read_detections(self.bbox_file, DETECTION_FIELDS, what)
         logger.info("=> Total boxes: %d", len(all_boxes))
 
         known_images = set(self.image_set_index)
         db = []
         for n_det, det in enumerate(all_boxes):
-            for field in DETECTION_FIELDS:
-                if not isinstance(det, dict) or field not in det:
-                    raise DatasetFormatError(
-                        f"{self.bbox_file}: detection {n_det} has no '{field}' field "
-                        f"(needed: {', '.join(DETECTION_FIELDS)})"
-                    )
             if det["category_id"] != 1:
                 continue
-            if len(det["bbox"]) != 4:
-                raise DatasetFormatError(
-                    f"{self.bbox_file}: detection {n_det} has a bbox of {len(det['bbox'])} "
-                    f"values, expected 4 (x, y, w, h)"
-                )
             if det["image_id"] not in known_images:
                 raise DatasetFormatError(
                     f"{self.bbox_file}: detection {n_det} is for image {det['image_id']}, which "

@@ -1,6 +1,6 @@
 """SPEED / SPEED+ spacecraft images as a keypoint data set: 2D joints = projected 3D landmarks.
 
-Layouts (shared/spec/SPACECRAFT.md): an image set 'DOMAIN/NAME' reads ``ROOT/DOMAIN/NAME.json``
+Layouts (docs/spacecraft.md): an image set 'DOMAIN/NAME' reads ``ROOT/DOMAIN/NAME.json``
 with images in ``ROOT/DOMAIN/images/`` (SPEED+ 'lightbox/test', the embedded 'test/test');
 a plain NAME reads ``ROOT/synthetic/NAME.json`` + ``ROOT/synthetic/images/`` when that exists
 (SPEED+), else ``ROOT/NAME.json`` + ``ROOT/images/NAME/`` (SPEED). The camera is
@@ -18,10 +18,9 @@ import logging
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from lib.dataset.JointsDataset import DatasetFormatError, JointsDataset
@@ -40,7 +39,6 @@ from lib.spacecraft.scores import landmark_pixel_error, pose_score_summary
 
 logger = logging.getLogger(__name__)
 
-BOX_SOURCES = ("gt", "file", "model")
 ORACLE_SUFFIX = " [oracle boxes]"  # appended to every score name when the crops came from GT
 
 
@@ -77,16 +75,20 @@ def resolve_image_set(root: str, image_set: str) -> tuple[str, str]:
 # The data set
 # --------------------------------------------------------------------------------------------
 class SpeedDataset(JointsDataset):
-    """Spacecraft landmarks (DATASET.DATASET 'speed'). A ``bbox_file`` given here is the crop
-    source ('file', or 'model' when TEST.SPEED_BBOX says so) whatever TEST.SPEED_BBOX_FILE
-    holds: the two-stage path hands over the coarse model's boxes this way."""
+    """Spacecraft landmarks (DATASET.DATASET 'speed').
+
+    ``boxes`` (filename -> (box x, y, w, h, score)) handed over here are the crops ('model'
+    when TEST.SPEED_BBOX says so, else 'file') whatever TEST.SPEED_BBOX_FILE holds: the
+    two-stage path (lib.core.speed_two_stage) gives the coarse model's crops this way, in
+    memory."""
 
     flip_pairs = None  # no left/right symmetry: no flip augmentation, no flip test
     read_grayscale = True
     perf_higher_is_better = False  # the ESA score is an error
 
     def __init__(self, cfg: Any, root: str, image_set: str, is_train: bool,
-                 transform: Any = None, bbox_file: str | None = None) -> None:
+                 transform: Any = None,
+                 boxes: Mapping[str, tuple[np.ndarray, float]] | None = None) -> None:
         keypoints = cfg.DATASET.KEYPOINTS_FILE
         if not keypoints:
             raise ValueError("DATASET.KEYPOINTS_FILE is empty: the speed data set needs the 3D "
@@ -102,27 +104,16 @@ class SpeedDataset(JointsDataset):
             logger.warning("=> speed: TEST.FLIP_TEST is ignored (no left/right symmetry)")
 
         self.full_image = bool(cfg.DATASET.SPEED_FULL_IMAGE)
-        self.shift_factor = float(cfg.DATASET.SHIFT_FACTOR)
-        self.prob_brightness_contrast = float(cfg.DATASET.PROB_BRIGHTNESS_CONTRAST)
-        self.brightness_factor = float(cfg.DATASET.BRIGHTNESS_FACTOR)
-        self.contrast_factor = float(cfg.DATASET.CONTRAST_FACTOR)
-        self.prob_noise = float(cfg.DATASET.PROB_NOISE)
-        self.noise_sigma = float(cfg.DATASET.NOISE_SIGMA)
-        self.prob_blur = float(cfg.DATASET.PROB_BLUR)
-        self.blur_sigma = float(cfg.DATASET.BLUR_SIGMA)
 
         self.box_source = "full image" if self.full_image else (
             "gt" if is_train else str(cfg.TEST.SPEED_BBOX))
-        if bbox_file and self.box_source == "gt":
+        if boxes is not None and self.box_source == "gt":
             self.box_source = "file"  # boxes handed over explicitly win over the oracle
-        if self.box_source not in BOX_SOURCES + ("full image",):
-            raise ValueError(f"TEST.SPEED_BBOX must be one of {', '.join(BOX_SOURCES)}, got "
-                             f"'{cfg.TEST.SPEED_BBOX}'")
-        self.bbox_file = bbox_file or (cfg.TEST.SPEED_BBOX_FILE
-                                       if self.box_source == "file" else "")
-        if self.box_source in ("file", "model") and not self.bbox_file:
+        self.given_boxes = boxes
+        self.bbox_file = cfg.TEST.SPEED_BBOX_FILE if self.box_source == "file" else ""
+        if boxes is None and self.box_source in ("file", "model") and not self.bbox_file:
             need = ("TEST.SPEED_BBOX_FILE" if self.box_source == "file" else
-                    "the coarse model's box file (lib.core.speed_two_stage.build_coarse_boxes)")
+                    "the coarse model's crops (lib.core.speed_two_stage.two_stage_boxes)")
             raise ValueError(f"TEST.SPEED_BBOX '{self.box_source}' needs {need}; none given for "
                              f"image set '{image_set}'")
 
@@ -167,11 +158,13 @@ class SpeedDataset(JointsDataset):
         """Crop boxes N x 4 (x, y, w, h) and scores N for the configured source."""
         n = len(self.labels)
         if self.box_source == "file" or self.box_source == "model":
-            detections = read_box_file(self.bbox_file)
+            given = self.given_boxes is not None
+            detections = self.given_boxes if given else read_box_file(self.bbox_file)
             missing = [lab.filename for lab in self.labels if lab.filename not in detections]
             if missing:
+                source = "the boxes handed to the data set" if given else self.bbox_file
                 raise DatasetFormatError(
-                    f"{self.bbox_file}: no box for '{missing[0]}' ({len(missing)} of the {n} "
+                    f"{source}: no box for '{missing[0]}' ({len(missing)} of the {n} "
                     f"images of {self.labels_file} have none)")
             boxes = np.stack([detections[lab.filename][0] for lab in self.labels])
             scores = np.array([detections[lab.filename][1] for lab in self.labels])
@@ -224,32 +217,6 @@ class SpeedDataset(JointsDataset):
                 "joints_3d_vis": joints_3d_vis,
             })
         return db
-
-    # ---- augmentation ----------------------------------------------------------------------
-    def _augment_box(self, center: np.ndarray, scale: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Crop translation: up to SHIFT_FACTOR of the crop size along each axis."""
-        if self.shift_factor <= 0:
-            return center, scale
-        shift = np.random.uniform(-1.0, 1.0, 2) * self.shift_factor * np.asarray(scale)
-        return (np.asarray(center) + shift * self.pixel_std).astype(np.float32), scale
-
-    def _augment_image(self, crop: np.ndarray) -> np.ndarray:
-        """Brightness / contrast, blur, then sensor noise, each with its own probability."""
-        if not (self.prob_brightness_contrast > 0 or self.prob_blur > 0 or self.prob_noise > 0):
-            return crop
-        out = crop.astype(np.float32)
-        if np.random.rand() < self.prob_brightness_contrast:
-            gain = 1.0 + np.random.uniform(-self.contrast_factor, self.contrast_factor)
-            offset = 255.0 * np.random.uniform(-self.brightness_factor, self.brightness_factor)
-            out = out * np.float32(gain) + np.float32(offset)
-        if np.random.rand() < self.prob_blur:
-            sigma = np.random.uniform(0.1, max(self.blur_sigma, 0.1))
-            out = cv2.GaussianBlur(out, (0, 0), sigma)
-        if np.random.rand() < self.prob_noise:
-            sigma = np.random.uniform(0.0, self.noise_sigma)
-            out = out + np.random.standard_normal(out.shape).astype(np.float32) * np.float32(sigma)
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
     # ---- evaluation ------------------------------------------------------------------------
     def _ordered_predictions(self, preds: np.ndarray, filenames: Sequence[str] | None

@@ -1,6 +1,6 @@
 """Scalar-first quaternion geometry shared by the spacecraft data set, generator and pose solver.
 
-Conventions (SPEED / SPEED+, see shared/spec/SPACECRAFT.md): a quaternion is ``[q0, q1, q2, q3]``
+Conventions (SPEED / SPEED+, see docs/spacecraft.md): a quaternion is ``[q0, q1, q2, q3]``
 with the scalar first; ``dcm(q)`` is the direction cosine matrix of the spec and a body-frame
 point ``p`` lies at ``dcm(q)^T p + r`` in the camera frame (x right, y down, z forward).
 OpenCV's pose is therefore ``R_cam_from_body = dcm(q)^T``, ``rvec = Rodrigues(R)``, ``tvec = r``.

@@ -13,6 +13,7 @@ the parts are painted far to near in that order. Projection goes through
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -454,8 +455,6 @@ def write_speed_synthetic(
     File names run img000001.jpg ... across all splits. Each image draws from its own
     generator seeded by (seed, split, index), so the same arguments give the same bytes.
     """
-    from tqdm import tqdm
-
     counts = (int(num_train), int(num_val), int(num_test))
     _validate_arguments(counts, width, height, earth_fraction, distance_range)
     out = Path(out_dir)
@@ -470,21 +469,26 @@ def write_speed_synthetic(
         folder.mkdir(parents=True, exist_ok=True)
     labels: dict[str, list[PoseLabel]] = {name: [] for name, _, _ in splits}
     number = 0
-    with tqdm(total=sum(counts), desc="rendering", unit="img", disable=not show_progress) as bar:
-        for split_index, (name, folder, count) in enumerate(splits):
-            for index in range(count):
-                number += 1
-                rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
-                q, r = sample_pose(model, camera, rng, distance_range)
-                with_earth = bool(rng.random() < earth_fraction)
-                image = render_image(model, q, r, camera, rng, with_earth)
-                filename = f"img{number:06d}.jpg"
-                ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-                if not ok:
-                    raise RuntimeError(f"JPEG encoding failed for {filename}")
-                (folder / filename).write_bytes(encoded.tobytes())
-                labels[name].append(PoseLabel(filename, q, r))
-                bar.update(1)
+    total = sum(counts)
+    report_every = max(total // 50, 1)
+    for split_index, (name, folder, count) in enumerate(splits):
+        for index in range(count):
+            number += 1
+            rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
+            q, r = sample_pose(model, camera, rng, distance_range)
+            with_earth = bool(rng.random() < earth_fraction)
+            image = render_image(model, q, r, camera, rng, with_earth)
+            filename = f"img{number:06d}.jpg"
+            ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            if not ok:
+                raise RuntimeError(f"JPEG encoding failed for {filename}")
+            (folder / filename).write_bytes(encoded.tobytes())
+            labels[name].append(PoseLabel(filename, q, r))
+            if show_progress and (number % report_every == 0 or number == total):
+                print(f"\rrendering: {number}/{total} images", end="", file=sys.stderr,
+                      flush=True)
+    if show_progress and total:
+        print(file=sys.stderr)
 
     write_camera(out / "camera.json", camera)
     write_landmarks(out / "keypoints.json", model.landmarks)

@@ -1,6 +1,6 @@
 """Spacecraft pose scores: rotation / translation errors, the ESA score and its SPEC2021 variant.
 
-Definitions follow shared/spec/SPACECRAFT.md: ``e_q = 2 arccos(min(1, |<q_gt, q_est>|))``
+Definitions (docs/spacecraft.md): ``e_q = 2 arccos(min(1, |<q_gt, q_est>|))``
 (radians, blind to the q / -q sign), ``e_t = ||r_gt - r_est|| / ||r_gt||``, score = e_q + e_t,
 averaged over images; lower is better. An image whose pose could not be estimated is scored with
 the documented worst case: e_q = pi and the estimate r = 0, so e_t = 1 (absolute error ||r_gt||).

@@ -22,6 +22,37 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ArrayOrTensor = TypeVar("ArrayOrTensor")
 
 
+def box_scale(w: float, h: float, aspect_ratio: float,
+              pixel_std: float = PIXEL_STD) -> np.ndarray:
+    """Scale (float32, units of ``pixel_std``) of a w x h box widened or heightened to the
+    input's ``aspect_ratio`` (width / height), so that the crop never squeezes the object."""
+    # Python (or float64) arithmetic, then float32: under numpy 1 the original's float32
+    # scalars were promoted to float64 here, and these are its numbers.
+    if w > aspect_ratio * h:
+        h = w * 1.0 / aspect_ratio
+    elif w < aspect_ratio * h:
+        w = h * aspect_ratio
+    return np.array([w * 1.0 / pixel_std, h * 1.0 / pixel_std], dtype=np.float32)
+
+
+def box_to_center_scale(x: float, y: float, w: float, h: float, aspect_ratio: float,
+                        padding: float = 1.0, pixel_std: float = PIXEL_STD
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The crop (center, scale), both float32, of the box (x, y, w, h): its middle, and its
+    size fitted to ``aspect_ratio`` (``box_scale``) and enlarged by ``padding``.
+
+    As in the original, a center x of -1 (its mark of a missing box) is left unpadded. The
+    whole image is the box (-0.5, -0.5, width, height) of its pixels' outer corners.
+    """
+    center = np.zeros(2, dtype=np.float32)
+    center[0] = x + w * 0.5
+    center[1] = y + h * 0.5
+    scale = box_scale(w, h, aspect_ratio, pixel_std)
+    if center[0] != -1:
+        scale = scale * float(padding)  # a Python float keeps float32 (numpy 2 promotion)
+    return center, scale
+
+
 def flip_back(output_flipped: ArrayOrTensor,
               matched_parts: Sequence[Sequence[int]]) -> ArrayOrTensor:
     """Undo a horizontal flip of heatmaps N x J x H x W: mirror the columns and swap the pairs.

@@ -1,0 +1,159 @@
+"""Which values each configuration key allows, in one place.
+
+``check_config`` runs whenever a configuration is loaded (``merge_from_file``,
+``merge_from_list``, ``update_config``), so an impossible value stops a run at start-up with a
+message naming the key, rather than as a stack trace an epoch later. Checks that need more than
+the configuration (a file on disk, the joints of a data set, an HRNet stage layout) stay where
+that knowledge lives.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+from yacs.config import CfgNode
+
+from lib.utils.heatmap_codec import SUBPIXEL_METHODS
+
+# TEST.SPEED_BBOX: where the crops of a spacecraft test set come from (lib.dataset.speed).
+SPEED_BOX_SOURCES = ("gt", "file", "model")
+OPTIMIZERS = ("adam", "sgd")  # TRAIN.OPTIMIZER, any letter case (lib.utils.utils.get_optimizer)
+TARGET_TYPES = ("gaussian",)  # MODEL.TARGET_TYPE: the only heatmap target the data sets encode
+
+
+class ConfigValueError(ValueError):
+    """A configuration value its key does not allow; the message names key, value and rule."""
+
+
+def _is_real(value: Any) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda value: _is_int(value) and value >= low
+
+
+def _real_at_least(low: float) -> Callable[[Any], bool]:
+    return lambda value: _is_real(value) and value >= low
+
+
+def _positive(value: Any) -> bool:
+    return _is_real(value) and value > 0
+
+
+def _probability(value: Any) -> bool:
+    return _is_real(value) and 0 <= value <= 1
+
+
+def _one_of(names: tuple[str, ...], any_case: bool = False) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return isinstance(value, str) and (value.lower() if any_case else value) in names
+    return check
+
+
+def _size(value: Any) -> bool:
+    """Two positive ints (width, height)."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(_is_int(v) and v > 0 for v in value))
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, (list, tuple)) and all(check(v) for v in value)
+
+
+_NON_NEGATIVE = "be at least 0"
+_PROBABILITY = "be a probability in [0, 1]"
+
+# (key, test, what the key allows: the message reads "<key> must <allowed>, got <value>").
+RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("GPUS", _list_of(_int_at_least(0)), "be a list of device ids (ints >= 0)"),
+    ("WORKERS", _int_at_least(0), "be an int >= 0 (0: load in the main process)"),
+    ("PRINT_FREQ", _int_at_least(1), "be an int >= 1"),
+    ("MODEL.NUM_JOINTS", _int_at_least(1), "be an int >= 1"),
+    ("MODEL.TARGET_TYPE", _one_of(TARGET_TYPES), f"be one of {TARGET_TYPES}"),
+    ("MODEL.IMAGE_SIZE", _size, "be two positive ints [width, height]"),
+    ("MODEL.HEATMAP_SIZE", _size, "be two positive ints [width, height]"),
+    ("MODEL.SIGMA", _positive, "be positive"),
+    ("MODEL.EXTRA.STEM_CHANNELS", _int_at_least(1), "be an int >= 1"),
+    ("MODEL.EXTRA.LAYER1_PLANES", _int_at_least(1), "be an int >= 1"),
+    ("MODEL.EXTRA.LAYER1_BLOCKS", _int_at_least(1), "be an int >= 1"),
+    ("LOSS.TOPK", _int_at_least(1), "be an int >= 1"),
+    ("DATASET.SCALE_FACTOR", _real_at_least(0), _NON_NEGATIVE),
+    ("DATASET.ROT_FACTOR", _real_at_least(0), _NON_NEGATIVE),
+    # The five original MPII files have -1.0: any value <= 0 is off.
+    ("DATASET.PROB_HALF_BODY", lambda v: _is_real(v) and v <= 1, "be at most 1 (<= 0: off)"),
+    ("DATASET.NUM_JOINTS_HALF_BODY", _int_at_least(0), "be an int >= 0"),
+    ("DATASET.BBOX_PADDING", _positive, "be a positive factor"),
+    ("DATASET.CACHE_IMAGES_MB", _real_at_least(0), "be 0 (off) or a budget in MiB"),
+    ("DATASET.SHIFT_FACTOR", _real_at_least(0), _NON_NEGATIVE),
+    ("DATASET.PROB_BRIGHTNESS_CONTRAST", _probability, _PROBABILITY),
+    ("DATASET.BRIGHTNESS_FACTOR", _real_at_least(0), _NON_NEGATIVE),
+    ("DATASET.CONTRAST_FACTOR", _real_at_least(0), _NON_NEGATIVE),
+    ("DATASET.PROB_NOISE", _probability, _PROBABILITY),
+    ("DATASET.NOISE_SIGMA", _real_at_least(0), _NON_NEGATIVE),
+    ("DATASET.PROB_BLUR", _probability, _PROBABILITY),
+    ("DATASET.BLUR_SIGMA", _real_at_least(0), _NON_NEGATIVE),
+    ("TRAIN.LR", _real_at_least(0), _NON_NEGATIVE),
+    ("TRAIN.LR_FACTOR", _real_at_least(0), _NON_NEGATIVE),
+    ("TRAIN.LR_STEP", _list_of(_int_at_least(0)), "be a list of epochs (ints >= 0)"),
+    ("TRAIN.OPTIMIZER", _one_of(OPTIMIZERS, any_case=True), "be 'adam' or 'sgd'"),
+    ("TRAIN.MOMENTUM", _real_at_least(0), _NON_NEGATIVE),
+    ("TRAIN.WD", _real_at_least(0), _NON_NEGATIVE),
+    ("TRAIN.BEGIN_EPOCH", _int_at_least(0), "be an int >= 0"),
+    ("TRAIN.END_EPOCH", _int_at_least(0), "be an int >= 0"),
+    ("TRAIN.BATCH_SIZE_PER_GPU", _int_at_least(1), "be an int >= 1"),
+    ("TRAIN.EMA_DECAY", lambda v: _is_real(v) and 0 <= v < 1, "lie between 0 and 1 (0 = off)"),
+    ("TEST.BATCH_SIZE_PER_GPU", _int_at_least(1), "be an int >= 1"),
+    ("TEST.SUBPIXEL_METHOD", _one_of(SUBPIXEL_METHODS), f"be one of {SUBPIXEL_METHODS}"),
+    ("TEST.OKS_THRE", _probability, "be an OKS overlap in [0, 1]"),
+    ("TEST.SPEED_BBOX", _one_of(SPEED_BOX_SOURCES), f"be one of {SPEED_BOX_SOURCES}"),
+    ("TEST.SPEED_COARSE_BOX_ENLARGE", _positive, "be a positive factor"),
+    ("TEST.SPEED_CROP_REFINE", _int_at_least(0), "be an int >= 0 (0: no re-framing pass)"),
+    ("TEST.SPEED_CROP_CANDIDATES", _list_of(_positive), "be positive factors"),
+    ("TEST.SPEED_CROP_AGREEMENT_TOL", _positive, "be positive"),
+    ("TEST.PNP_RANSAC_REPROJ_ERR", _positive, "be positive (pixels)"),
+    ("TEST.PNP_RANSAC_ITERS", _int_at_least(1), "be an int >= 1"),
+    ("TEST.PNP_RANSAC_CONFIDENCE", _probability, _PROBABILITY),
+    ("TEST.PNP_RANSAC_RETRIES", _int_at_least(0), "be an int >= 0"),
+)
+
+
+def _get(cfg: CfgNode, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _relations(cfg: CfgNode) -> list[str]:
+    """Problems between keys (judged where the values involved are ints at all)."""
+    problems = []
+    begin, end = cfg.TRAIN.BEGIN_EPOCH, cfg.TRAIN.END_EPOCH
+    if _is_int(begin) and _is_int(end) and end < begin:
+        problems.append(f"TRAIN.END_EPOCH must be at least TRAIN.BEGIN_EPOCH ({begin}), "
+                        f"got {end}")
+    topk, joints = cfg.LOSS.TOPK, cfg.MODEL.NUM_JOINTS
+    if cfg.LOSS.USE_OHKM and _is_int(topk) and _is_int(joints) and topk > joints:
+        problems.append(f"LOSS.TOPK must be at most MODEL.NUM_JOINTS ({joints}) with "
+                        f"LOSS.USE_OHKM, got {topk}")
+    return problems
+
+
+def check_config(cfg: CfgNode) -> None:
+    """Raise ConfigValueError listing every key whose value is impossible, else return."""
+    problems = [f"{key} must {allowed}, got {_get(cfg, key)!r}"
+                for key, ok, allowed in RULES if not ok(_get(cfg, key))]
+    problems += _relations(cfg)
+    if len(problems) == 1:
+        raise ConfigValueError(problems[0])
+    if problems:
+        raise ConfigValueError(f"{len(problems)} config values are invalid:\n  "
+                               + "\n  ".join(problems))

@@ -1,0 +1,153 @@
+"""The shared training augmentation (lib/dataset/augmentation.py): off by default without a
+single random draw (COCO / MPII items stay the original's), on for any data set when asked, and
+the spacecraft items of the demo's settings unchanged since it moved out of SpeedDataset."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lib.config import cfg as default_cfg
+from lib.dataset import COCODataset, MPIIDataset, SpeedDataset
+from lib.dataset.augmentation import CropAugmentation
+from lib.spacecraft.renderer import write_speed_synthetic
+from lib.utils.transforms import input_transform
+from tests.datagen import fixture_cfg, make_coco_fixture, make_mpii_fixture
+from tests.reference_pipeline import reference_getitem
+
+# The demo's augmentation (experiments/speed/hrnet/demo_fine.yaml), plus scale and rotation.
+DEMO = {"SHIFT_FACTOR": 0.1, "PROB_BRIGHTNESS_CONTRAST": 0.3, "BRIGHTNESS_FACTOR": 0.1,
+        "CONTRAST_FACTOR": 0.25, "PROB_NOISE": 0.2, "NOISE_SIGMA": 6.0, "PROB_BLUR": 0.2,
+        "BLUR_SIGMA": 1.2, "SCALE_FACTOR": 0.25, "ROT_FACTOR": 30}
+EVERY_STEP = {**DEMO, "PROB_BRIGHTNESS_CONTRAST": 1.0, "PROB_NOISE": 1.0, "PROB_BLUR": 1.0}
+COARSE = {**DEMO, "SHIFT_FACTOR": 0.05}
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco")
+    make_coco_fixture(root, image_set="train2017", num_images=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def speed_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speed")
+    write_speed_synthetic(root, 6, 4, 3, seed=11, width=320, height=200, show_progress=False)
+    return root
+
+
+def _seed(seed: int) -> None:
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _random_state() -> tuple:
+    return np.random.get_state()[1].tobytes(), np.random.get_state()[2], random.getstate()
+
+
+def _coco(root, **options) -> COCODataset:
+    cfg = fixture_cfg("coco", root, **{f"DATASET__{k}": v for k, v in options.items()})
+    return COCODataset(cfg, str(root), "train2017", True, input_transform())
+
+
+def test_defaults_are_off_and_draw_nothing():
+    augmentation = CropAugmentation.from_config(default_cfg)
+    assert augmentation == CropAugmentation() and not augmentation.photometric
+    center, scale = np.array([10.0, 20.0], np.float32), np.array([1.0, 1.5], np.float32)
+    crop = np.zeros((8, 8, 3), np.uint8)
+    _seed(0)
+    before = _random_state()
+    assert augmentation.shift_crop(center, scale) == (center, scale)
+    assert augmentation.adjust_pixels(crop) is crop
+    assert _random_state() == before
+
+
+def test_coco_items_with_defaults_are_the_originals_random_state_included(coco_root):
+    ds = _coco(coco_root)
+    for idx in range(len(ds)):
+        _seed(idx)
+        ours = ds[idx]
+        after_ours = _random_state()
+        _seed(idx)
+        ref = reference_getitem(ds, idx)
+        assert _random_state() == after_ours
+        assert torch.equal(ours[0], ref[0]) and torch.equal(ours[1], ref[1])
+        np.testing.assert_array_equal(ours[3]["center"], ref[3]["center"])
+
+
+def test_coco_items_get_noise_and_shift_when_asked(coco_root):
+    plain, noisy = _coco(coco_root), _coco(coco_root, PROB_NOISE=1.0, NOISE_SIGMA=20.0)
+    shifted = _coco(coco_root, SHIFT_FACTOR=0.2)
+    _seed(3)
+    reference = plain[0]
+    _seed(3)
+    with_noise = noisy[0]
+    # Same crop and targets (the noise draws come after the original's), other pixels.
+    assert torch.equal(with_noise[1], reference[1])
+    np.testing.assert_array_equal(with_noise[3]["center"], reference[3]["center"])
+    assert not torch.equal(with_noise[0], reference[0])
+    _seed(3)
+    moved = shifted[0]
+    assert moved[3]["center"].dtype == np.float32
+    offset = np.abs(moved[3]["center"] - reference[3]["center"])
+    assert 0 < offset.max() <= 0.2 * reference[3]["scale"].max() * 200 + 1e-3
+
+
+def test_mpii_items_get_the_photometric_steps(tmp_path):
+    info = make_mpii_fixture(tmp_path, num_train=1, num_valid=1)
+    cfg = fixture_cfg("mpii", info["root"], DATASET__PROB_BRIGHTNESS_CONTRAST=1.0,
+                      DATASET__CONTRAST_FACTOR=0.5)
+    plain = MPIIDataset(fixture_cfg("mpii", info["root"]), info["root"], "train", True,
+                        input_transform())
+    bright = MPIIDataset(cfg, info["root"], "train", True, input_transform())
+    _seed(1)
+    reference = plain[0]
+    _seed(1)
+    changed = bright[0]
+    assert torch.equal(changed[1], reference[1]) and not torch.equal(changed[0], reference[0])
+
+
+def _speed_cfg(full_image: bool = False, **options):
+    cfg = default_cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.NUM_JOINTS = 11
+    cfg.MODEL.IMAGE_SIZE = [64, 48] if full_image else [64, 64]
+    cfg.MODEL.HEATMAP_SIZE = [16, 12] if full_image else [16, 16]
+    cfg.DATASET.DATASET = "speed"
+    cfg.DATASET.KEYPOINTS_FILE = "keypoints.json"
+    cfg.DATASET.FLIP = False
+    cfg.DATASET.SPEED_FULL_IMAGE = full_image
+    for key, value in options.items():
+        cfg.DATASET[key] = value
+    return cfg
+
+
+def _digest(items) -> str:
+    h = hashlib.sha256()
+    for model_input, target, weight, meta in items:
+        for array in (model_input.numpy(), target.numpy(), weight.numpy(),
+                      np.asarray(meta["center"]), np.asarray(meta["scale"]),
+                      np.asarray(meta["joints"]), np.asarray(meta["rotation"], np.float64)):
+            h.update(str(array.dtype).encode())
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:16]
+
+
+# Digests of the first 12 training items (seed 5) computed by SpeedDataset's own
+# _augment_box / _augment_image before the augmentation moved to lib/dataset/augmentation.py:
+# the same draws in the same order give the same items, so `make demo` ends at the same scores.
+@pytest.mark.parametrize("full_image, options, digest", [
+    (False, DEMO, "3b04cc54cecdc365"),
+    (False, EVERY_STEP, "f34e996cafc0239d"),
+    (True, COARSE, "9d0a753d13a078d6"),
+])
+def test_spacecraft_items_are_those_of_before_the_move(speed_root, full_image, options, digest):
+    ds = SpeedDataset(_speed_cfg(full_image, **options), str(speed_root), "train", True,
+                      input_transform())
+    _seed(5)
+    assert _digest([ds[i % len(ds)] for i in range(12)]) == digest
