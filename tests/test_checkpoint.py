@@ -1,6 +1,7 @@
 """Checkpoint files: safe loading, strict loading with clear errors, conversion, atomic writes."""
 
 import argparse
+import errno
 from collections.abc import Callable
 
 import numpy as np
@@ -12,13 +13,16 @@ from lib.utils.checkpoint import (
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
+    NonFiniteWeightsError,
     UnsafeCheckpointError,
     extract_state_dict,
     load_checkpoint_file,
     load_state_dict_strict,
     load_weights_file,
+    remove_stale_temp_files,
     save_atomic,
 )
+from lib.utils.utils import save_checkpoint
 
 # A two-branch HRNet of 4 and 8 channels, and a PoseResNet-18 with one 8-filter deconvolution.
 SMALL_HRNET = {'MODEL.EXTRA': {
@@ -167,3 +171,70 @@ def test_load_weights_file_reads_both_layouts_and_names_a_misfit(tmp_path):
     torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "other.pth")
     with pytest.raises(CheckpointMismatchError, match="other.pth"):
         load_weights_file(target, tmp_path / "other.pth")
+
+
+def test_non_finite_weights_are_refused_naming_tensor_and_file(small_hrnet, tmp_path):
+    model = small_hrnet()  # 5 joints, final 1x1 conv over 4 channels: weight 5 x 4 x 1 x 1
+    weights = {key: value.clone() for key, value in model.state_dict().items()}
+    weights['final_layer.weight'][0] = float('nan')   # 4 values
+    weights['final_layer.weight'][1, 0] = float('inf')  # 1 more
+    torch.save(weights, tmp_path / 'diverged.pth')
+    target = small_hrnet()
+    before = {key: value.clone() for key, value in target.state_dict().items()}
+    with pytest.raises(NonFiniteWeightsError) as err:
+        load_weights_file(target, tmp_path / 'diverged.pth')
+    message = str(err.value)
+    assert "'final_layer.weight' holds 5 non-finite value(s)" in message
+    assert 'out of 20' in message and 'diverged.pth' in message
+    assert_same_state(target, before)  # nothing was loaded
+    assert isinstance(err.value, CheckpointFormatError)  # a one-line error for the tools
+
+
+def test_stale_temporary_checkpoints_are_removed(tmp_path):
+    for name in ('.checkpoint.pth.k2j4.tmp', '.model_best.pth.x.tmp', '.final_state.pth.a.tmp',
+                 '.results.json.b.tmp', 'checkpoint.pth', 'model_best.pth'):
+        (tmp_path / name).write_bytes(b'x')
+    removed = remove_stale_temp_files(tmp_path)
+    assert sorted(p.name for p in removed) == ['.checkpoint.pth.k2j4.tmp',
+                                               '.final_state.pth.a.tmp', '.model_best.pth.x.tmp']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.results.json.b.tmp',
+                                                          'checkpoint.pth', 'model_best.pth']
+
+
+def test_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / 'checkpoint.pth'
+    save_atomic({'a': torch.arange(3)}, path)
+
+    def full_disk(obj, handle):
+        try:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        except OSError as cause:  # torch reports it as a RuntimeError of its zip writer
+            raise RuntimeError('[enforce fail at inline_container.cc:672] unexpected pos') \
+                from cause
+
+    monkeypatch.setattr(torch, 'save', full_disk)
+    with pytest.raises(OSError) as err:
+        save_atomic({'a': torch.arange(5)}, path)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint_file(path)['a'], torch.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ['checkpoint.pth']
+
+
+def test_save_checkpoint_writes_model_best_from_the_best_state(tmp_path):
+    best = {'w': torch.full((2,), 7.0)}
+    save_checkpoint({'epoch': 3, 'state_dict': {'w': torch.zeros(2)}, 'best_state_dict': best},
+                    True, str(tmp_path))
+    assert torch.equal(load_checkpoint_file(tmp_path / 'model_best.pth')['w'], best['w'])
+    assert load_checkpoint_file(tmp_path / 'checkpoint.pth')['epoch'] == 3
+    save_checkpoint({'epoch': 4, 'state_dict': {'w': torch.ones(2)}, 'best_state_dict': best},
+                    False, str(tmp_path))
+    assert load_checkpoint_file(tmp_path / 'checkpoint.pth')['epoch'] == 4
+    assert torch.equal(load_checkpoint_file(tmp_path / 'model_best.pth')['w'], best['w'])
+
+
+def test_a_text_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / 'notes.pth'
+    path.write_bytes(b'this is not a checkpoint\n')  # trips the unpickler with an IndexError
+    with pytest.raises(CheckpointFormatError, match="notes.pth' is not a readable PyTorch"):
+        load_checkpoint_file(path)

@@ -159,6 +159,9 @@ BAD_VALUES = [
     (["TRAIN.WD", "-1e-4"], "TRAIN.WD"),
     (["TRAIN.OPTIMIZER", "rmsprop"], "TRAIN.OPTIMIZER"),
     (["TRAIN.BEGIN_EPOCH", "200"], "TRAIN.BEGIN_EPOCH"),  # END_EPOCH stays 140
+    (["TRAIN.BEGIN_EPOCH", "140"], "TRAIN.BEGIN_EPOCH"),  # no epoch to train
+    (["TRAIN.END_EPOCH", "0"], "TRAIN.END_EPOCH"),  # would save untrained weights
+    (["TRAIN.BATCH_SIZE_PER_GPU", "-2"], "TRAIN.BATCH_SIZE_PER_GPU"),
     (["TRAIN.EMA_DECAY", "1.0"], "TRAIN.EMA_DECAY"),
     (["MODEL.IMAGE_SIZE", "[256]"], "MODEL.IMAGE_SIZE"),
     (["MODEL.IMAGE_SIZE", "[0, 256]"], "MODEL.IMAGE_SIZE"),
@@ -224,7 +227,7 @@ def test_config_value_error_is_a_value_error_listing_every_problem():
 def test_update_config_checks_once_after_file_and_options(tmp_path):
     late = tmp_path / "late_start.yaml"
     late.write_text("TRAIN:\n  BEGIN_EPOCH: 150\n")  # END_EPOCH 140 until the option below
-    with pytest.raises(ConfigValueError, match="TRAIN.END_EPOCH must be at least"):
+    with pytest.raises(ConfigValueError, match="TRAIN.END_EPOCH must be greater than"):
         merge_from_file(default_config(), late)
     c = default_config()
     update_config(c, _args(str(late), ["TRAIN.END_EPOCH", "160"]))

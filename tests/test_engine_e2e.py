@@ -7,6 +7,8 @@ check the NaN guard.
 
 import glob
 import json
+import logging
+import math
 import os
 import re
 import subprocess
@@ -254,3 +256,61 @@ def test_test_py_on_mpii_prints_the_part_table(tmp_path):
             in proc.stderr)
     assert (tmp_path / "out" / "mpii" / "pose_hrnet" / "w32_256x256_adam_lr1e-3"
             / "pred.mat").is_file()
+
+
+def test_is_better_never_picks_a_diverged_epoch():
+    from lib.core.engine import _is_better
+
+    assert _is_better(0.1, None, True) and _is_better(0.6, 0.5, True)
+    assert not _is_better(0.5, 0.5, True) and not _is_better(0.4, 0.5, True)
+    assert _is_better(2.0, 3.0, False) and not _is_better(3.5, 3.0, False)
+    # an unlabelled validation split (perf NaN): the latest epoch is model_best
+    assert _is_better(float("nan"), None, True) and _is_better(float("nan"), float("nan"), False)
+    assert _is_better(0.2, float("nan"), True)
+    # non-finite predictions (validate's worst value): never best, not even the first epoch
+    assert not _is_better(-math.inf, None, True) and not _is_better(math.inf, None, False)
+    assert not _is_better(-math.inf, 0.0, True) and not _is_better(math.inf, 9.0, False)
+
+
+def test_nan_predictions_score_worst_and_write_plain_numbers(coco_root, tmp_path, make_cfg,
+                                                             caplog):
+    from torch.utils.data import DataLoader
+
+    from lib.core.function import validate
+    from lib.core.loss import build_criterion
+    from lib.dataset import build_dataset
+    from lib.models import build_model
+    from lib.utils.transforms import input_transform
+
+    cfg = make_cfg(CFG, TINY_HRNET + ["DATASET.ROOT", str(coco_root), "WORKERS", "0",
+                                      "DEBUG.DEBUG", "False", "TEST.BATCH_SIZE_PER_GPU", "4"])
+    dataset = build_dataset(cfg, cfg.DATASET.TEST_SET, False, input_transform())
+    torch.manual_seed(0)
+    model = build_model(cfg, is_train=False).eval()
+    criterion = build_criterion(cfg)
+    results = tmp_path / "results" / "keypoints_val2017_results_0.json"
+
+    clean = validate(cfg, DataLoader(dataset, batch_size=4), dataset, model, criterion,
+                     str(tmp_path), str(tmp_path))
+    assert math.isfinite(clean) and 0.0 <= clean <= 1.0
+
+    with torch.no_grad():
+        model.final_layer.weight[0] = float("nan")  # joint 0's heatmap is NaN everywhere
+    with caplog.at_level(logging.WARNING):
+        perf = validate(cfg, DataLoader(dataset, batch_size=4), dataset, model, criterion,
+                        str(tmp_path), str(tmp_path))
+    assert perf == -math.inf  # AP: higher is better, so the worst value is -inf
+    warned = [r.getMessage() for r in caplog.records
+              if "non-finite predictions" in r.getMessage()]
+    assert warned and f"{len(dataset)} of {len(dataset)} samples" in warned[0]
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} literal in {results}")
+
+    people = json.loads(results.read_text(), parse_constant=refuse)
+    assert people
+    for person in people:
+        x, y, confidence = person["keypoints"][:3]  # joint 0: blanked to (0, 0), confidence 0
+        assert (x, y, confidence) == (0, 0, 0)
+        assert all(math.isfinite(v) for v in person["keypoints"]) and math.isfinite(
+            person["score"])

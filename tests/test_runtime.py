@@ -49,6 +49,9 @@ def test_best_model_ranks_by_the_perf_direction_and_skips_unlabelled_perf():
     nan = float("nan")
     assert _is_better(nan, nan, False)     # unlabelled split: the latest epoch is kept
     assert _is_better(0.5, nan, False)
+    inf = float("inf")  # a diverged epoch (non-finite predictions) scores the worst value
+    assert not _is_better(-inf, None, True) and not _is_better(inf, None, False)
+    assert not _is_better(inf, 9.0, False) and not _is_better(-inf, 0.1, True)
 
 
 def test_an_unknown_subpixel_method_stops_the_run_before_it_starts(tmp_path):

@@ -295,21 +295,23 @@ def test_evaluate_perfect_predictions_scores_zero_and_round_trips(speed_root, sp
     assert result["n"] == 4 and result["esa_score"] < 1e-6 and result["rot_err_deg_mean"] < 1e-4
 
 
-def test_evaluate_counts_a_failed_image_with_the_worst_case(speed_root, speed_cfg, make_cfg,
-                                                            tmp_path):
+def test_evaluate_writes_and_scores_a_fallback_pose_for_a_failed_image(speed_root, speed_cfg,
+                                                                        make_cfg, tmp_path):
     ds_gt = SpeedDataset(speed_cfg, str(speed_root), "validation", False, NORMALIZE)
     boxes = write_box_file(str(tmp_path / "b.json"), [r["filename"] for r in ds_gt.db],
                            np.tile([0.0, 0.0, WIDTH, HEIGHT], (4, 1)))
     cfg = make_cfg(speed_cfg, {"TEST.SPEED_BBOX": "file", "TEST.SPEED_BBOX_FILE": boxes})
     ds = SpeedDataset(cfg, str(speed_root), "validation", False, NORMALIZE)
     preds = perfect_predictions(ds)
-    preds[1, :, 2] = 0.0  # no confident landmark: PnP cannot run
+    preds[1, :, 2] = 0.0  # no confident landmark: PnP cannot run, EPnP on all of them can
     table, perf = ds.evaluate(cfg, preds, str(tmp_path))
     assert not any(ORACLE_SUFFIX in name for name in table)  # boxes from a file: no oracle
-    assert table["PnP failures"] == 1
-    assert perf == pytest.approx((math.pi + 1.0) / 4, abs=1e-6)
+    assert table["PnP failures"] == 1 and table["fallback: EPnP on all landmarks"] == 1
+    assert table["fallback: prior pose"] == 0
+    assert perf < 1e-6  # exact landmarks: the fallback finds the true pose, the file scores it
     rows = read_submission(submission_path(str(tmp_path), "validation"))
-    np.testing.assert_array_equal(rows.q[1], [1, 0, 0, 0])
+    truth = labels_of(speed_root, "synthetic/validation.json")[1]
+    assert abs(rows.q[1] @ np.asarray(truth["q_vbs2tango_true"])) == pytest.approx(1, abs=1e-9)
 
 
 def test_evaluate_unlabelled_writes_the_submission_only(speed_root, speed_cfg, make_cfg,
@@ -326,7 +328,9 @@ def test_evaluate_unlabelled_writes_the_submission_only(speed_root, speed_cfg, m
     preds[:, :, :2] = [spec_projection(landmarks, e["q_vbs2tango_true"], e["r_Vo2To_vbs_true"],
                                        matrix) for e in truth]
     table, perf = ds.evaluate(cfg, preds, str(tmp_path))
-    assert math.isnan(perf) and table == {"images": 3.0, "PnP failures": 0.0}
+    assert math.isnan(perf) and table == {
+        "images": 3.0, "PnP failures": 0.0, "fallback: EPnP on all landmarks": 0.0,
+        "fallback: coarse landmarks": 0.0, "fallback: prior pose": 0.0}
     rows = read_submission(submission_path(str(tmp_path), "test/test"))
     assert rows.filenames == names
     q_true = np.asarray([e["q_vbs2tango_true"] for e in truth])

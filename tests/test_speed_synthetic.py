@@ -47,7 +47,7 @@ def test_layout_and_keys(speed_root, speed_set_args):
         assert image.shape == (height, width) and image.dtype == np.uint8
     for label in test_labels:
         assert (speed_root / "test" / "images" / label.filename).is_file()
-        assert 3.0 <= np.linalg.norm(label.r) <= 12.0
+        assert 3.0 <= np.linalg.norm(label.r) <= 10.0  # the default distances
 
 
 def test_same_seed_same_bytes_other_seed_other_images(speed_root, speed_set_args, run_tool,
@@ -120,8 +120,41 @@ def test_occlusion_matches_a_zbuffer():
         assert np.count_nonzero(reference) > 200  # the satellite is really there
 
 
-def test_bad_arguments_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="distance range"):
+def test_bad_arguments_are_clear_errors(tmp_path, run_tool):
+    with pytest.raises(ValueError, match=r"distance range must satisfy 2.2 <= MIN <= MAX <= 50"):
         write_speed_synthetic(tmp_path, 1, 0, 0, seed=0, distance_range=(1.0, 5.0), **SIZE)
+    with pytest.raises(ValueError, match="distance range"):
+        write_speed_synthetic(tmp_path, 1, 0, 0, seed=0, distance_range=(10.0, 60.0), **SIZE)
     with pytest.raises(ValueError, match="earth fraction"):
         write_speed_synthetic(tmp_path, 1, 0, 0, seed=0, earth_fraction=1.5, **SIZE)
+    with pytest.raises(ValueError, match="camera must be one of speed, speedplus, got 'pinhole'"):
+        write_speed_synthetic(tmp_path, 1, 0, 0, seed=0, camera="pinhole", **SIZE)
+    done = run_tool("tools/make_speed_synthetic.py", "--out", tmp_path / "far", "--train", 1,
+                    "--val", 0, "--test", 0, "--seed", 0, "--distance", 2, 60, check=False)
+    assert done.returncode == 2 and "2.2 <= MIN <= MAX <= 50 m, got 2 60" in done.stderr
+
+
+def test_far_poses_up_to_fifty_metres_still_fit():
+    """SPEED's range: at 40-50 m the spacecraft is small but whole and where the label says."""
+    model, camera = tango_model(), speed_camera(640, 400)
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        q, r = sample_pose(model, camera, rng, (40.0, 50.0))
+        assert 40.0 <= np.linalg.norm(r) <= 50.0
+        faces = face_id_map(model, q, r, camera)
+        # Tango spans about 1.1-1.4 m: 20-35 px at 640 x 400 (f = 1001 px) from 40-50 m.
+        rows, cols = np.nonzero(faces)
+        assert 10 <= max(np.ptp(cols), np.ptp(rows)) <= 40
+
+
+def test_demo_size_spacecraft_is_neither_a_dot_nor_cut_off():
+    """The default distances (3-10 m) at the demo's 640 x 400: Tango spans at least ~0.8 m in
+    any view, so 80 px or more at 10 m (f = 1001 px), and the whole outline is in the image."""
+    model, camera = tango_model(), speed_camera(640, 400)
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        q, r = sample_pose(model, camera, rng, (3.0, 10.0))
+        faces = face_id_map(model, q, r, camera)
+        rows, cols = np.nonzero(faces)
+        assert max(np.ptp(cols), np.ptp(rows)) >= 60
+        assert rows.min() > 0 and cols.min() > 0 and rows.max() < 399 and cols.max() < 639

@@ -259,7 +259,8 @@ def test_model_source_end_to_end_with_a_tiny_coarse_model(data_root, tmp_path, c
     cfg = fine_cfg(data_root, TEST__SPEED_BBOX="model", TEST__SPEED_COARSE_CFG=cfg_file,
                    TEST__SPEED_COARSE_MODEL_FILE=weights,
                    TEST__SPEED_COARSE_CONF_THRE=conf_threshold)
-    boxes = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"))
+    boxes, coarse = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"))
+    assert sorted(coarse) == sorted(boxes) and coarse["img000003.jpg"].shape == (11, 3)
     assert sorted(boxes) == [f"img{n:06d}.jpg" for n in range(3, 8)]
     for box, score in boxes.values():
         x, y, w, h = box
@@ -290,9 +291,9 @@ def test_crop_refinement_re_frames_each_crop_on_the_fine_landmarks(data_root, tm
     cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
     torch.manual_seed(1)
     fine = build_model(cfg, is_train=False).eval()
-    refined = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"), fine)
+    refined, _ = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"), fine)
     # without a fine model (validation while training) the coarse boxes are the crops
-    coarse = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "plain"))
+    coarse, _ = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "plain"))
     names = sorted(coarse)
     # the refined box is the box of the fine landmarks found in the coarse crop
     items = [(path, coarse[name][0].tolist(), 1.0)
@@ -313,7 +314,7 @@ def test_crop_candidates_end_to_end_each_crop_is_one_candidates_re_framed_box(da
     cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
     torch.manual_seed(1)
     fine = build_model(cfg, is_train=False).eval()
-    chosen = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"), fine)
+    chosen, _ = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"), fine)
     names = sorted(chosen)
     paths = image_paths(data_root, names)
     whole = [(path, [0.0, 0.0, WIDTH, HEIGHT], 1.0) for path in paths]
@@ -392,7 +393,8 @@ def test_model_source_needs_its_files(data_root, tmp_path):
 def test_engine_hook_runs_the_two_stage_crops_only_for_the_model_source(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(two_stage, "two_stage_boxes",
-                        lambda cfg, image_set, out, fine: calls.append((image_set, out)) or {})
+                        lambda cfg, image_set, out, fine: calls.append((image_set, out))
+                        or ({}, {}))
     built = []
     monkeypatch.setattr(engine, "build_dataset",
                         lambda cfg, image_set, is_train, transform, **kw: built.append(kw))
@@ -403,4 +405,5 @@ def test_engine_hook_runs_the_two_stage_crops_only_for_the_model_source(monkeypa
     human.DATASET.DATASET = "coco"
     engine._datasets(human, train_too=False, output_dir="out")
     assert calls == [("validation", "out")]
-    assert built == [{}, {"boxes": {}}, {}, {}]  # the training set never gets any
+    # the training set never gets any
+    assert built == [{}, {"boxes": {}, "coarse_landmarks": {}}, {}, {}]

@@ -236,19 +236,25 @@ def test_plot_speed_error_text_and_missing_images(run_tool, speed_root, tmp_path
 
 
 def test_spacecraft_wireframe_matches_the_synthetic_model():
-    """Landmark edges join the body square and the panel rectangle; the anchors are the feet
-    of the antenna rods of lib/spacecraft/renderer.py, whose tips are landmarks 8-10."""
+    """Landmark edges join the panel rectangle and the body's bottom rectangle (tangoPoints'
+    order); the anchors are the feet of the antenna rods of lib/spacecraft/renderer.py, whose
+    tips are landmarks 8-10, and the body's top corners."""
     model = tango_model()
     landmarks = model.landmarks
     points = SPACECRAFT_WIREFRAME.points(landmarks)
     edges = np.asarray(SPACECRAFT_WIREFRAME.edges)
     lengths = np.linalg.norm(points[edges[:, 0]] - points[edges[:, 1]], axis=1)
-    np.testing.assert_allclose(lengths[:4], 0.60, atol=1e-9)  # body bottom square
-    np.testing.assert_allclose(lengths[4:8], [0.80, 0.76, 0.80, 0.76], atol=1e-9)
-    # Parts are stacked 8 vertices each (body, panel, 3 rods); a rod's first 4 ring its foot.
+    # panel 0.74 (x) x 0.77 (y), body 0.74 x (0.304 + 0.264), body 0.3215 - 0.02 high
+    np.testing.assert_allclose(lengths[:4], [0.77, 0.74, 0.77, 0.74], atol=1e-9)
+    np.testing.assert_allclose(lengths[4:8], [0.568, 0.74, 0.568, 0.74], atol=1e-9)
+    np.testing.assert_allclose(lengths[11:], 0.3015, atol=1e-9)
+    # Parts are stacked 8 vertices each (body, panel, 3 rods); a rod's first 4 ring its foot,
+    # the body's last 4 are its top corners in the bottom ring's order.
     rod_feet = np.stack([model.vertices[8 * p:8 * p + 4].mean(axis=0) for p in (2, 3, 4)])
-    np.testing.assert_allclose(points[11:], rod_feet, atol=1e-9)
-    np.testing.assert_array_equal(edges[8:], [[8, 11], [9, 12], [10, 13]])
+    np.testing.assert_allclose(points[11:14], rod_feet, atol=1e-9)
+    np.testing.assert_allclose(points[14:], model.vertices[4:8], atol=1e-9)
+    np.testing.assert_array_equal(edges[8:11], [[8, 11], [9, 12], [10, 13]])
+    np.testing.assert_array_equal(edges[11:], [[4, 14], [5, 15], [6, 16], [7, 17]])
 
 
 # ------------------------------------------------------------------------------- drawing helpers

@@ -9,12 +9,20 @@ trust; the result loads everywhere with ``weights_only=True``.
 """
 
 import argparse
+import pickle
 import sys
+from pathlib import Path
 
 import _init_paths  # noqa: F401  (puts the repository root on sys.path)
 import torch
+from cli import run_cli
 
-from lib.utils.checkpoint import extract_state_dict, save_atomic
+from lib.utils.checkpoint import (
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    extract_state_dict,
+    save_atomic,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,9 +34,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def convert(source: str, target: str) -> int:
     """Write the state_dict held by ``source`` to ``target``; returns the number of tensors."""
+    if not Path(source).is_file():
+        raise CheckpointNotFoundError(f'checkpoint file {source!r} does not exist')
     print(f'WARNING: loading {source} with weights_only=False: this executes any code stored '
           f'in the file. Only continue with files you trust.', file=sys.stderr)
-    loaded = torch.load(source, map_location='cpu', weights_only=False)
+    try:
+        loaded = torch.load(source, map_location='cpu', weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError,
+            ModuleNotFoundError) as error:
+        raise CheckpointFormatError(f'{source!r} is not a readable PyTorch checkpoint: '
+                                    f'{error!r}') from error
     if isinstance(loaded, torch.nn.Module):  # a whole pickled model
         loaded = loaded.state_dict()
     state_dict = {key: value.detach().clone() for key, value in extract_state_dict(loaded).items()}
@@ -43,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

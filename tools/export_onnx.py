@@ -14,13 +14,13 @@ import argparse
 import sys
 
 import _init_paths  # noqa: F401  (puts the repository root on sys.path)
+from cli import DEBUG_FLAG, USER_ERRORS, load_config, run_cli
 
-from lib.config import ConfigKeyError, cfg, update_config
+from lib.config import cfg
 from lib.models import build_model
 from lib.utils.checkpoint import load_weights_file
 from lib.utils.export import (
     EXPORTERS,
-    ExportDependencyError,
     export_onnx,
     onnx_opset,
     onnx_parity,
@@ -41,9 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="compare onnxruntime with PyTorch on a random batch")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest accepted max abs difference (heatmap units)")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="tracebacks, not one-line errors")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="KEY VALUE pairs overriding the configuration")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.opts = [item for item in args.opts if item != DEBUG_FLAG]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,17 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         require_modules(required_modules(args.exporter, args.check))
         config = cfg.clone()  # the defaults stay untouched for a later call in this process
-        update_config(config, args)
+        load_config(config, args)
         model = build_model(config, is_train=False)
         if config.TEST.MODEL_FILE:
             load_weights_file(model, config.TEST.MODEL_FILE)
             print(f"weights: {config.TEST.MODEL_FILE}")
         else:
             print("weights: random initialisation (TEST.MODEL_FILE is empty)")
-    except ExportDependencyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (ConfigKeyError, FileNotFoundError, ValueError) as error:
+    except (*USER_ERRORS, ValueError) as error:
+        if args.debug:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -86,4 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(lambda: sys.exit(main()))

@@ -5,8 +5,9 @@
 
 People: one prediction per box of a COCO-style detection file (the whole image without one).
 Spacecraft (DATASET.DATASET speed): boxes from the coarse model (TEST.SPEED_COARSE_CFG /
-TEST.SPEED_COARSE_MODEL_FILE), landmarks from the fine model, pose from PnP. Writes
-DIR/predictions.json and one overlay PNG per image; unreadable images are named and skipped.
+TEST.SPEED_COARSE_MODEL_FILE), landmarks from the fine model, pose from PnP (where it fails,
+the guess of lib.spacecraft.fallback, named in "pose_source"). Writes DIR/predictions.json and
+one overlay PNG per image; unreadable images are named and skipped.
 """
 
 import argparse
@@ -16,14 +17,15 @@ import sys
 import _init_paths  # noqa: F401
 import cv2
 import numpy as np
-from cli import run_cli
+from cli import load_config, run_cli
 from tqdm import tqdm
 
-from lib.config import cfg, merge_from_file, merge_from_list
+from lib.config import cfg
 from lib.core.predictor import Predictor, keypoint_records
 from lib.core.speed_two_stage import coarse_predictor, two_stage_crops
 from lib.dataset.detections import group_by_image
 from lib.spacecraft.drawing import SPACECRAFT_WIREFRAME, draw_projected_wireframe
+from lib.spacecraft.fallback import POSE_SOURCES, fill_failed_poses
 from lib.spacecraft.files import load_camera, read_landmarks
 from lib.spacecraft.pose_solver import pnp_options, solve_poses
 from lib.utils.drawing import (
@@ -47,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image", required=True, help="an image or a folder of images")
     parser.add_argument("--bbox-file", default="", help="COCO-style detections (people)")
     parser.add_argument("--out", default="output/infer")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (developers)")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     return parser.parse_args()
 
@@ -114,16 +117,20 @@ def predict_spacecraft_poses(c, fine: Predictor, images: list[tuple[str, int, in
         raise ValueError(f"images of {w}x{h} but {c.DATASET.ROOT}/camera.json describes "
                          f"{camera.width}x{camera.height}")
     paths = [path for path, _, _ in images]
-    boxes, scores = two_stage_crops(c, paths, camera, landmarks_3d,
-                                    coarse_predictor(c, fine.device), fine)
+    boxes, scores, coarse = two_stage_crops(c, paths, camera, landmarks_3d,
+                                            coarse_predictor(c, fine.device), fine)
     fine_landmarks = fine.predict_items([(path, box.tolist(), 1.0)
                                          for path, box in zip(paths, boxes, strict=True)])
+    options = pnp_options(c)
     poses = solve_poses(fine_landmarks[:, :, :2], fine_landmarks[:, :, 2], landmarks_3d,
-                        camera.matrix, camera.dist_coeffs, **pnp_options(c))
+                        camera.matrix, camera.dist_coeffs, **options)
+    filled = fill_failed_poses(poses, fine_landmarks, landmarks_3d, camera.matrix,
+                               camera.dist_coeffs, coarse, **options)
     return [{"image": path, "bbox": boxes[k].tolist(), "score": float(scores[k]),
              "keypoints": np.round(fine_landmarks[k], 3).tolist(),
              "success": bool(poses.success[k]), "reason": poses.reasons[k],
-             "q": poses.q[k].tolist(), "r": poses.r[k].tolist()}
+             "pose_source": POSE_SOURCES[filled.source[k]],
+             "q": filled.q[k].tolist(), "r": filled.r[k].tolist()}
             for k, path in enumerate(paths)]
 
 
@@ -134,14 +141,15 @@ def infer_spacecraft(c, predictor: Predictor, images: list[str], out_dir: str) -
     landmarks = read_landmarks(os.path.join(c.DATASET.ROOT, c.DATASET.KEYPOINTS_FILE))
     for record in tqdm(records, desc="overlays", disable=not sys.stderr.isatty()):
         image = cv2.imread(record["image"], cv2.IMREAD_COLOR)
-        if record["success"]:
-            draw_projected_wireframe(image, SPACECRAFT_WIREFRAME, landmarks,
-                                     np.array(record["q"]), np.array(record["r"]),
-                                     camera.matrix, camera.dist_coeffs, PREDICTION_COLOR)
+        draw_projected_wireframe(image, SPACECRAFT_WIREFRAME, landmarks, np.array(record["q"]),
+                                 np.array(record["r"]), camera.matrix, camera.dist_coeffs,
+                                 PREDICTION_COLOR)
         for x, y, _ in record["keypoints"]:
             cv2.circle(image, (int(round(x)), int(round(y))), 3, (0, 255, 255), -1)
-        draw_text_box(image, [f"r = {np.round(record['r'], 2).tolist()} m" if record["success"]
-                              else f"no pose: {record['reason']}"])
+        lines = [f"r = {np.round(record['r'], 2).tolist()} m"]
+        if not record["success"]:
+            lines.append(f"PnP failed ({record['reason']}): {record['pose_source']}")
+        draw_text_box(image, lines)
         name = os.path.splitext(os.path.basename(record["image"]))[0] + ".png"
         save_image(os.path.join(out_dir, name), image)
     return records
@@ -149,10 +157,9 @@ def infer_spacecraft(c, predictor: Predictor, images: list[str], out_dir: str) -
 
 def main() -> None:
     args = parse_args()
+    args.opts = [option for option in args.opts if option != "--debug"]
     c = cfg.clone()
-    merge_from_file(c, args.cfg, check=False)  # checked once, after the options
-    merge_from_list(c, args.opts)
-    c.freeze()
+    load_config(c, args)
     images = list_images(args.image)
     os.makedirs(args.out, exist_ok=True)
     if not c.TEST.MODEL_FILE:

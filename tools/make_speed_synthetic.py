@@ -1,14 +1,14 @@
 """Render the embedded SPEED+-layout spacecraft data set (see lib/spacecraft/renderer.py).
 
 Example: python tools/make_speed_synthetic.py --out data/speed_synthetic --train 300 --val 60
-         --test 60 --seed 0 --width 640 --height 400
+         --test 60 --seed 0 --width 640 --height 400 [--camera speedplus]
 """
 import _init_paths  # noqa: F401, I001  (puts the repository root on sys.path)
 
 import argparse
 import sys
 
-from lib.spacecraft.renderer import write_speed_synthetic
+from lib.spacecraft.renderer import CAMERAS, write_speed_synthetic
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -22,8 +22,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=1200, help="image height (SPEED: 1200)")
     parser.add_argument("--earth-fraction", type=float, default=0.3,
                         help="fraction of images with an Earth background")
-    parser.add_argument("--distance", type=float, nargs=2, default=(3.0, 12.0),
-                        metavar=("MIN", "MAX"), help="camera distance range in metres (3-40)")
+    parser.add_argument("--distance", type=float, nargs=2, default=(3.0, 10.0),
+                        metavar=("MIN", "MAX"),
+                        help="camera distance range in metres (2.2-50; SPEED+: up to 10)")
+    parser.add_argument("--camera", choices=sorted(CAMERAS), default="speed",
+                        help="speed: SPEED's pinhole camera (default, faster); speedplus: the "
+                             "real SPEED+ camera with its lens distortion (both scaled to the "
+                             "image size)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -35,12 +40,14 @@ def main(argv=None) -> int:
             args.out, args.train, args.val, args.test, args.seed, width=args.width,
             height=args.height, earth_fraction=args.earth_fraction,
             distance_range=tuple(args.distance), show_progress=not args.quiet,
+            camera=args.camera,
         )
     except ValueError as err:
         print(f"make_speed_synthetic.py: error: {err}", file=sys.stderr)
         return 2
     summary = ", ".join(f"{count} {name}" for name, count in counts.items())
-    print(f"wrote {summary} images ({args.width}x{args.height}) to {args.out}")
+    print(f"wrote {summary} images ({args.width}x{args.height}, {args.camera} camera) "
+          f"to {args.out}")
     return 0
 
 

@@ -10,8 +10,9 @@ import argparse
 
 import _init_paths  # noqa: F401  (puts the repository root on sys.path)
 import torch
+from cli import DEBUG_FLAG, load_config, run_cli
 
-from lib.config import cfg, update_config
+from lib.config import cfg
 from lib.models import build_model
 from lib.utils.model_summary import count_params_and_macs, get_model_summary, paper_gflops
 
@@ -22,14 +23,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--verbose', action='store_true', help='print the per-layer table')
     parser.add_argument('--count-batchnorm', action='store_true',
                         help='count one MAC per BatchNorm output element as well')
+    parser.add_argument(DEBUG_FLAG, action='store_true', help='tracebacks, not one-line errors')
     parser.add_argument('opts', nargs=argparse.REMAINDER,
                         help='KEY VALUE pairs overriding the configuration')
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.opts = [item for item in args.opts if item != DEBUG_FLAG]
+    return args
 
 
 def main() -> None:
     args = parse_args()
-    update_config(cfg, args)
+    load_config(cfg, args)
     width, height = cfg.MODEL.IMAGE_SIZE
     with torch.device('meta'):
         model = build_model(cfg, is_train=False)
@@ -43,4 +47,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -5,15 +5,15 @@ checkpoints; when empty, the run's model_best.pth is used.
 """
 
 import _init_paths  # noqa: F401  (puts the repository root on sys.path)
-from cli import parse_args, run_cli
+from cli import load_config, parse_args, run_cli
 
-from lib.config import cfg, update_config
+from lib.config import cfg
 from lib.core.engine import run_test
 
 
 def main() -> None:
     args = parse_args("Test keypoints network")
-    update_config(cfg, args)
+    load_config(cfg, args)
     result = run_test(cfg, args.cfg)
     print(f"results in {result['output_dir']} (perf indicator {result['perf']:.4f})")
 

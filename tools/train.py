@@ -5,15 +5,15 @@ with `torchrun --nproc_per_node N tools/train.py --cfg FILE`.
 """
 
 import _init_paths  # noqa: F401  (puts the repository root on sys.path)
-from cli import parse_args, run_cli
+from cli import load_config, parse_args, run_cli
 
-from lib.config import cfg, update_config
+from lib.config import cfg
 from lib.core.engine import run_training
 
 
 def main() -> None:
     args = parse_args("Train keypoints network")
-    update_config(cfg, args)
+    load_config(cfg, args)
     run_training(cfg, args.cfg)
 
 

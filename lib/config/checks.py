@@ -108,7 +108,8 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("TRAIN.MOMENTUM", _real_at_least(0), _NON_NEGATIVE),
     ("TRAIN.WD", _real_at_least(0), _NON_NEGATIVE),
     ("TRAIN.BEGIN_EPOCH", _int_at_least(0), "be an int >= 0"),
-    ("TRAIN.END_EPOCH", _int_at_least(0), "be an int >= 0"),
+    # 0 epochs would write untrained weights as final_state.pth over a trained one
+    ("TRAIN.END_EPOCH", _int_at_least(1), "be an int >= 1 (the epoch training stops at)"),
     ("TRAIN.BATCH_SIZE_PER_GPU", _int_at_least(1), "be an int >= 1"),
     ("TRAIN.EMA_DECAY", lambda v: _is_real(v) and 0 <= v < 1, "lie between 0 and 1 (0 = off)"),
     ("TEST.BATCH_SIZE_PER_GPU", _int_at_least(1), "be an int >= 1"),
@@ -137,9 +138,9 @@ def _relations(cfg: CfgNode) -> list[str]:
     """Problems between keys (judged where the values involved are ints at all)."""
     problems = []
     begin, end = cfg.TRAIN.BEGIN_EPOCH, cfg.TRAIN.END_EPOCH
-    if _is_int(begin) and _is_int(end) and end < begin:
-        problems.append(f"TRAIN.END_EPOCH must be at least TRAIN.BEGIN_EPOCH ({begin}), "
-                        f"got {end}")
+    if _is_int(begin) and _is_int(end) and 1 <= end <= begin:
+        problems.append(f"TRAIN.END_EPOCH must be greater than TRAIN.BEGIN_EPOCH ({begin}), "
+                        f"got {end}: no epoch would be trained")
     topk, joints = cfg.LOSS.TOPK, cfg.MODEL.NUM_JOINTS
     if cfg.LOSS.USE_OHKM and _is_int(topk) and _is_int(joints) and topk > joints:
         problems.append(f"LOSS.TOPK must be at most MODEL.NUM_JOINTS ({joints}) with "

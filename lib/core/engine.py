@@ -29,9 +29,11 @@ from lib.core.speed_two_stage import two_stage_dataset_kwargs
 from lib.dataset import build_dataset
 from lib.utils import distributed
 from lib.utils.checkpoint import (
+    CheckpointFormatError,
     extract_state_dict,
     load_checkpoint_file,
     load_state_dict_strict,
+    remove_stale_temp_files,
     save_atomic,
 )
 from lib.utils.image_io import configure_opencv_for_workers
@@ -50,6 +52,9 @@ from lib.utils.utils import create_logger, get_optimizer, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
+# What a training checkpoint.pth holds besides the weights, all needed to resume it.
+RESUME_ENTRIES = ("epoch", "state_dict", "best_state_dict", "perf", "best_perf", "optimizer",
+                  "scheduler", "scaler", "rng")
 
 
 @dataclass
@@ -153,9 +158,16 @@ def _log_model_size(cfg, model: nn.Module) -> None:
 
 
 def _is_better(new: float, best: float | None, higher_is_better: bool) -> bool:
-    """Whether this epoch's perf beats the best so far. A non-finite perf (a validation
-    split without labels) ranks nothing, so the latest epoch becomes model_best."""
-    if best is None or not math.isfinite(new) or not math.isfinite(best):
+    """Whether this epoch's perf beats the best so far.
+
+    NaN (a validation split without labels: nothing to rank) makes the latest epoch
+    model_best. An infinite perf is what validate returns for non-finite predictions (a
+    diverged model, the worst value of the metric's direction): never best, so model_best.pth
+    never holds a diverged epoch.
+    """
+    if math.isinf(new):
+        return False
+    if best is None or math.isnan(new) or not math.isfinite(best):
         return True
     return new > best if higher_is_better else new < best
 
@@ -179,6 +191,7 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
     rank0 = ctx.rank == 0
     model = lib.models.build_model(cfg, is_train=True)
     if rank0:
+        remove_stale_temp_files(ctx.output_dir)
         shutil.copy2(cfg_file, ctx.output_dir)
         shutil.copy2(os.path.join(os.path.dirname(lib.models.__file__), f"{cfg.MODEL.NAME}.py"),
                      ctx.output_dir)
@@ -205,7 +218,7 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
                    else checkpoint_file if cfg.AUTO_RESUME and os.path.exists(checkpoint_file)
                    else "")
     if resume_file:
-        state = load_checkpoint_file(resume_file, map_location=ctx.device)
+        state = _load_resume_state(resume_file, ctx.device)
         load_state_dict_strict(_unwrap(model), extract_state_dict(state["state_dict"]),
                                resume_file)
         optimizer.load_state_dict(state["optimizer"])
@@ -220,6 +233,8 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
         best_state_dict = state["best_state_dict"]
         set_rng_state(state["rng"][min(ctx.rank, len(state["rng"]) - 1)])
         logger.info("resumed from %s (epoch %d)", resume_file, begin_epoch)
+        if rank0:
+            _restore_model_best(best_state_dict, os.path.join(ctx.output_dir, "model_best.pth"))
 
     writer_dict = None
     if rank0:
@@ -272,6 +287,35 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
         writer_dict["writer"].close()
     return {"output_dir": ctx.output_dir, "tb_log_dir": ctx.tb_log_dir, "perf": perf,
             "best_perf": best_perf, "final_state": final_file}
+
+
+def _load_resume_state(path: str, device: torch.device) -> dict[str, Any]:
+    """A training checkpoint to resume; a weights-only file is an error saying what to use."""
+    state = load_checkpoint_file(path, map_location=device)
+    missing = [key for key in RESUME_ENTRIES if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointFormatError(
+            f"{path!r} is not a training checkpoint to resume from (it lacks "
+            f"{', '.join(missing)}); to start from its weights set MODEL.PRETRAINED instead "
+            f"of TRAIN.CHECKPOINT / TRAIN.RESUME, to test them TEST.MODEL_FILE")
+    return state
+
+
+def _restore_model_best(best_state_dict: dict[str, torch.Tensor] | None, path: str) -> None:
+    """Re-write model_best.pth from the resumed checkpoint when it is missing, unreadable or
+    holds other weights (a run killed between two saves): the run then ends with the files
+    an uninterrupted run would have written."""
+    if best_state_dict is None:
+        return
+    try:
+        on_disk = extract_state_dict(load_checkpoint_file(path)) if os.path.exists(path) else {}
+    except CheckpointFormatError:
+        on_disk = {}
+    same = on_disk.keys() == best_state_dict.keys() and all(
+        torch.equal(on_disk[key].cpu(), value.cpu()) for key, value in best_state_dict.items())
+    if not same:
+        logger.info("=> %s is missing or stale: written again from the checkpoint", path)
+        save_atomic(best_state_dict, path)
 
 
 def _weights_digest(model: nn.Module) -> str:

@@ -8,6 +8,7 @@ validation of a sharded loader gathers every rank's predictions and evaluates th
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sys
@@ -173,6 +174,9 @@ def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Mo
             c = meta["center"].numpy()
             s = meta["scale"].numpy()
             all_preds[idx:idx + n] = prediction.landmarks
+            # a non-finite heatmap can still decode to finite numbers: mark its sample
+            broken = ~torch.isfinite(output.reshape(n, -1)).all(dim=1).cpu().numpy()
+            all_preds[idx:idx + n][broken, :, 2] = np.nan
             all_boxes[idx:idx + n, 0:2] = c[:, 0:2]
             all_boxes[idx:idx + n, 2:4] = s[:, 0:2]
             all_boxes[idx:idx + n, 4] = np.prod(s * 200, 1)
@@ -197,8 +201,17 @@ def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Mo
     valid_acc = distributed.all_reduce_mean(acc.avg, acc.count)
     perf_indicator = 0.0
     if rank0:
+        diverged = _blank_non_finite(all_preds)
         name_values, perf_indicator = val_dataset.evaluate(
             config, all_preds, output_dir, all_boxes, image_path, filenames, imgnums)
+        if diverged:
+            # NaN compares as nothing, so a metric may score NaN predictions as perfect: the
+            # perf is the worst value of its direction instead (never model_best.pth)
+            higher = getattr(val_dataset, "perf_higher_is_better", True)
+            perf_indicator = -math.inf if higher else math.inf
+            logger.warning("=> validation: %d of %d samples have non-finite predictions (NaN "
+                           "or inf: the model diverged); perf indicator set to %s",
+                           diverged, len(all_preds), perf_indicator)
         tables = name_values if isinstance(name_values, list) else [name_values]
         for table in tables:
             logger.info("\n" + format_name_value_table(table, config.MODEL.NAME))
@@ -211,6 +224,15 @@ def validate(config, val_loader, val_dataset, model: nn.Module, criterion: nn.Mo
                     writer.add_scalar(f"valid/{_tag(name)}", value, step)
             writer_dict["valid_global_steps"] = step + 1
     return float(distributed.broadcast_object(perf_indicator))
+
+
+def _blank_non_finite(preds: np.ndarray) -> int:
+    """Set every landmark holding NaN/inf to (0, 0) with confidence 0, in place, so that the
+    data set's evaluation and result files see plain numbers; returns how many samples had
+    one."""
+    bad_joints = ~np.isfinite(preds).all(axis=2)
+    preds[bad_joints] = 0.0
+    return int(bad_joints.any(axis=1).sum())
 
 
 def _as_list(batch_field) -> list:

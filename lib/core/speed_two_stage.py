@@ -157,11 +157,12 @@ def coarse_predictor(cfg: CfgNode, device: torch.device | None = None) -> Predic
 
 def two_stage_crops(cfg: CfgNode, paths: Sequence[str], camera: Camera,
                     landmarks_3d: np.ndarray, coarse: Predictor, fine: Predictor | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """The fine model's crops N x 4 (x, y, w, h) and scores N for the images at ``paths``
-    (all of ``camera``'s size): the coarse model's landmarks on the whole image, then, with a
-    ``fine`` predictor and TEST.SPEED_CROP_REFINE / _CROP_CANDIDATES, search_crops. Without
-    one (validation while training) the coarse boxes are the crops."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fine model's crops N x 4 (x, y, w, h), their scores N and the coarse landmarks
+    N x J x 3 for the images at ``paths`` (all of ``camera``'s size): the coarse model's
+    landmarks on the whole image, then, with a ``fine`` predictor and TEST.SPEED_CROP_REFINE /
+    _CROP_CANDIDATES, search_crops. Without one (validation while training) the coarse boxes
+    are the crops."""
     width, height = camera.width, camera.height
     whole = [(path, [0.0, 0.0, float(width), float(height)], 1.0) for path in paths]
     coarse_landmarks = coarse.predict_items(whole, whole_image=True)
@@ -174,7 +175,7 @@ def two_stage_crops(cfg: CfgNode, paths: Sequence[str], camera: Camera,
         if fallback:
             logger.warning("=> coarse model: %d of %d images without %d confident landmarks get "
                            "the whole image as box", fallback, len(scores), MIN_BOX_LANDMARKS)
-        return boxes, scores
+        return boxes, scores, coarse_landmarks
 
     def locate(crops: np.ndarray) -> np.ndarray:
         return fine.predict_items([(path, box.tolist(), 1.0)
@@ -182,10 +183,11 @@ def two_stage_crops(cfg: CfgNode, paths: Sequence[str], camera: Camera,
 
     was_training = fine.model.training
     try:
-        return search_crops(cfg, coarse_landmarks, locate, width, height, landmarks_3d,
-                            camera.matrix, camera.dist_coeffs)
+        boxes, scores = search_crops(cfg, coarse_landmarks, locate, width, height, landmarks_3d,
+                                     camera.matrix, camera.dist_coeffs)
     finally:
         fine.model.train(was_training)
+    return boxes, scores, coarse_landmarks
 
 
 def box_file_path(output_dir: str, image_set: str) -> str:
@@ -195,9 +197,10 @@ def box_file_path(output_dir: str, image_set: str) -> str:
 
 def two_stage_boxes(cfg: CfgNode, image_set: str, output_dir: str,
                     fine_model: torch.nn.Module | None = None
-                    ) -> dict[str, tuple[np.ndarray, float]]:
-    """Crops (filename -> (box, score)) of every image of ``image_set`` under DATASET.ROOT,
-    also written once to :func:`box_file_path` (nothing else is written)."""
+                    ) -> tuple[dict[str, tuple[np.ndarray, float]], dict[str, np.ndarray]]:
+    """Crops (filename -> (box, score)) and coarse landmarks (filename -> J x 3) of every image
+    of ``image_set`` under DATASET.ROOT; the crops are also written once to
+    :func:`box_file_path` (nothing else is written)."""
     root = cfg.DATASET.ROOT
     labels_file, image_dir = resolve_image_set(root, image_set)
     names = [label.filename for label in read_labels(labels_file)]
@@ -206,21 +209,24 @@ def two_stage_boxes(cfg: CfgNode, image_set: str, output_dir: str,
                                   cfg.MODEL.NUM_JOINTS)
     fine = None if fine_model is None else Predictor(cfg, fine_model)
     device = fine.device if fine is not None else None
-    boxes, scores = two_stage_crops(cfg, [os.path.join(image_dir, name) for name in names],
-                                    camera, landmarks_3d, coarse_predictor(cfg, device), fine)
+    boxes, scores, coarse = two_stage_crops(
+        cfg, [os.path.join(image_dir, name) for name in names], camera, landmarks_3d,
+        coarse_predictor(cfg, device), fine)
     path = write_box_file(box_file_path(output_dir, image_set), names, boxes, scores)
     logger.info("=> crops of %d images of '%s' (coarse model%s) written to %s", len(names),
                 image_set, "" if fine is None else
                 f", {cfg.TEST.SPEED_CROP_REFINE} re-framing pass(es), "
                 f"{1 + len(cfg.TEST.SPEED_CROP_CANDIDATES)} candidate(s) per image", path)
-    return {name: (box, float(score)) for name, box, score in zip(names, boxes, scores,
-                                                                   strict=True)}
+    crops = {name: (box, float(score))
+             for name, box, score in zip(names, boxes, scores, strict=True)}
+    return crops, dict(zip(names, coarse, strict=True))
 
 
 def two_stage_dataset_kwargs(cfg: Any, output_dir: str,
                              fine_model: torch.nn.Module | None = None) -> dict[str, Any]:
-    """Extra arguments of the speed validation set: the two-stage crops when TEST.SPEED_BBOX
-    is 'model' (the engine's hook), nothing otherwise."""
+    """Extra arguments of the speed validation set: the two-stage crops and coarse landmarks
+    when TEST.SPEED_BBOX is 'model' (the engine's hook), nothing otherwise."""
     if cfg.DATASET.DATASET != "speed" or cfg.TEST.SPEED_BBOX != "model":
         return {}
-    return {"boxes": two_stage_boxes(cfg, cfg.DATASET.TEST_SET, output_dir, fine_model)}
+    boxes, coarse = two_stage_boxes(cfg, cfg.DATASET.TEST_SET, output_dir, fine_model)
+    return {"boxes": boxes, "coarse_landmarks": coarse}

@@ -24,10 +24,13 @@ from typing import Any
 import numpy as np
 
 from lib.dataset.JointsDataset import DatasetFormatError, JointsDataset
+from lib.spacecraft.fallback import fill_failed_poses, mean_pose
 from lib.spacecraft.files import (
+    SUBMISSION_CATEGORIES,
     Camera,
     PoseLabel,
     load_camera,
+    merge_spec2021_submission,
     read_box_file,
     read_labels,
     read_landmarks,
@@ -36,6 +39,7 @@ from lib.spacecraft.files import (
 from lib.spacecraft.geometry import project_points
 from lib.spacecraft.pose_solver import pnp_options, solve_poses
 from lib.spacecraft.scores import landmark_pixel_error, pose_score_summary
+from lib.utils.io import UserFileError
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,18 @@ def submission_path(output_dir: str, image_set: str, oracle: bool = False) -> st
     tag = image_set.strip("/").replace("/", "_").replace(os.sep, "_")
     return os.path.join(output_dir, "results",
                         f"submission_{tag}{'_oracle' if oracle else ''}.csv")
+
+
+def spec2021_path(output_dir: str) -> str:
+    """The one SPEC2021 submission of a run, which both test domains write their rows into."""
+    return os.path.join(output_dir, "results", "submission_spec2021.csv")
+
+
+def spec2021_category(image_set: str) -> str | None:
+    """'lightbox' / 'sunlamp' for an image set of those SPEED+ test domains ('lightbox/test'),
+    else None: their submissions carry the category column of SPEC2021."""
+    domain = image_set.strip("/").split("/")[0]
+    return domain if "/" in image_set.strip("/") and domain in SUBMISSION_CATEGORIES else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,7 +96,7 @@ class SpeedDataset(JointsDataset):
     ``boxes`` (filename -> (box x, y, w, h, score)) handed over here are the crops ('model'
     when TEST.SPEED_BBOX says so, else 'file') whatever TEST.SPEED_BBOX_FILE holds: the
     two-stage path (lib.core.speed_two_stage) gives the coarse model's crops this way, in
-    memory."""
+    memory, with the coarse landmarks (filename -> J x 3) as a fallback for failed PnP."""
 
     flip_pairs = None  # no left/right symmetry: no flip augmentation, no flip test
     read_grayscale = True
@@ -88,7 +104,8 @@ class SpeedDataset(JointsDataset):
 
     def __init__(self, cfg: Any, root: str, image_set: str, is_train: bool,
                  transform: Any = None,
-                 boxes: Mapping[str, tuple[np.ndarray, float]] | None = None) -> None:
+                 boxes: Mapping[str, tuple[np.ndarray, float]] | None = None,
+                 coarse_landmarks: Mapping[str, np.ndarray] | None = None) -> None:
         keypoints = cfg.DATASET.KEYPOINTS_FILE
         if not keypoints:
             raise ValueError("DATASET.KEYPOINTS_FILE is empty: the speed data set needs the 3D "
@@ -110,6 +127,7 @@ class SpeedDataset(JointsDataset):
         if boxes is not None and self.box_source == "gt":
             self.box_source = "file"  # boxes handed over explicitly win over the oracle
         self.given_boxes = boxes
+        self.coarse_landmarks = coarse_landmarks  # J x 3 per filename: a fallback for PnP
         self.bbox_file = cfg.TEST.SPEED_BBOX_FILE if self.box_source == "file" else ""
         if boxes is None and self.box_source in ("file", "model") and not self.bbox_file:
             need = ("TEST.SPEED_BBOX_FILE" if self.box_source == "file" else
@@ -219,6 +237,20 @@ class SpeedDataset(JointsDataset):
         return db
 
     # ---- evaluation ------------------------------------------------------------------------
+    def _prior_pose(self, cfg: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """The mean pose of the training labels (DATASET.TRAIN_SET), the last fallback guess;
+        None where that set is missing or unlabelled."""
+        try:
+            labels = read_labels(resolve_image_set(self.root, cfg.DATASET.TRAIN_SET)[0])
+        except (FileNotFoundError, UserFileError) as err:
+            logger.warning("=> no training poses for the fallback prior (%s)", err)
+            return None
+        labelled = [label for label in labels if label.has_pose]
+        if not labelled:
+            return None
+        return mean_pose(np.stack([lab.q for lab in labelled]),
+                         np.stack([lab.r for lab in labelled]))
+
     def _ordered_predictions(self, preds: np.ndarray, filenames: Sequence[str] | None
                              ) -> np.ndarray:
         """Predictions in label order (by filename when the loop reported them)."""
@@ -242,39 +274,58 @@ class SpeedDataset(JointsDataset):
                  img_path: Any = None, filenames: Sequence[str] | None = None,
                  imgnums: Any = None, *args: Any, **kwargs: Any
                  ) -> tuple[OrderedDict, float]:
-        """Pose by PnP for every image -> submission CSV -> scores (labelled sets).
+        """Pose by PnP for every image (a fallback guess where it fails) -> submission CSV ->
+        scores of exactly the poses written (labelled sets).
 
-        The CSV is ``submission_path(output_dir, image_set)`` (``..._oracle.csv`` for GT crops).
+        The CSV is ``submission_path(output_dir, image_set)`` (``..._oracle.csv`` for GT crops);
+        a SPEED+ test domain (lightbox, sunlamp) gets the SPEC2021 rows with its category.
         Returns (scores by name, the ESA score); names carry ORACLE_SUFFIX when the crops came
-        from the ground truth. An unlabelled set only gets its submission: the table holds the
-        image and PnP-failure counts and the perf is NaN.
+        from the ground truth. The table counts the PnP failures and the guess each one fell
+        back to (lib.spacecraft.fallback). An unlabelled set only gets its submission: the
+        table holds those counts and the perf is NaN.
         """
         preds = self._ordered_predictions(preds, filenames)
-        poses = solve_poses(
-            preds[:, :, :2], preds[:, :, 2], self.landmarks, self.camera.matrix,
-            self.camera.dist_coeffs, **pnp_options(cfg))
+        options = pnp_options(cfg)
+        poses = solve_poses(preds[:, :, :2], preds[:, :, 2], self.landmarks, self.camera.matrix,
+                            self.camera.dist_coeffs, **options)
         names = [lab.filename for lab in self.labels]
+        coarse = None
+        if self.coarse_landmarks is not None:
+            coarse = np.stack([self.coarse_landmarks[name] for name in names])
+        filled = fill_failed_poses(
+            poses, preds, self.landmarks, self.camera.matrix, self.camera.dist_coeffs, coarse,
+            self._prior_pose(cfg) if poses.num_failed else None, **options)
         csv_file = submission_path(output_dir, self.image_set, self.box_source == "gt")
-        write_submission(csv_file, names, poses.q, poses.r, poses.success)
+        category = spec2021_category(self.image_set)
+        write_submission(csv_file, names, filled.q, filled.r,
+                         None if category is None else [category] * len(names))
+        if category is not None and self.box_source != "gt":
+            combined = spec2021_path(output_dir)
+            merge_spec2021_submission(combined, category, names, filled.q, filled.r)
+            logger.info("=> %s rows of the SPEC2021 submission (both domains): %s", category,
+                        combined)
+        table = OrderedDict([("PnP failures", float(poses.num_failed))])
+        table.update((f"fallback: {source}", float(count))
+                     for source, count in filled.counts().items())
         if poses.num_failed:
             first = int(np.flatnonzero(~poses.success)[0])
-            logger.warning("=> PnP failed on %d of %d images (first: %s: %s)", poses.num_failed,
-                           len(names), names[first], poses.reasons[first])
+            logger.warning("=> PnP failed on %d of %d images (first: %s: %s); fell back to %s",
+                           poses.num_failed, len(names), names[first], poses.reasons[first],
+                           ", ".join(f"{name} {count}" for name, count
+                                     in filled.counts().items() if count))
 
         if not self.labelled:
             logger.info("=> %s is unlabelled: wrote the submission %s (no scores)",
                         self.image_set, csv_file)
-            table = OrderedDict([("images", float(len(names))),
-                                 ("PnP failures", float(poses.num_failed))])
-            return table, math.nan
+            return OrderedDict([("images", float(len(names))), *table.items()]), math.nan
 
         q_gt = np.stack([lab.q for lab in self.labels])
         r_gt = np.stack([lab.r for lab in self.labels])
-        scores = pose_score_summary(q_gt, r_gt, poses.q, poses.r, poses.success)
+        scores = pose_score_summary(q_gt, r_gt, filled.q, filled.r)  # what the file holds
         true_pixels, inside = self.projected_landmarks()
         scores["landmark err (px)"] = landmark_pixel_error(
             preds[:, :, :2], np.nan_to_num(true_pixels), inside)
-        scores["PnP failures"] = float(poses.num_failed)
+        scores.update(table)
         logger.info("=> %s: submission %s", self.image_set, csv_file)
         perf = float(scores["ESA score"])
         if self.box_source == "gt":

@@ -39,17 +39,22 @@ class Wireframe:
         return np.vstack([landmarks, anchors])
 
 
-# The Tango-like model of lib/spacecraft/renderer.py (tango_model), 11 landmarks: 0-3 the
-# bottom corners of the body, 4-7 the top corners of the solar panel (both in ring order), 8-10
-# the antenna tips. The anchors are the antennas' feet on the body walls, where each rod starts.
+# Tango as lib/spacecraft/renderer.py (tango_model) builds it, 11 landmarks in the order of SLAB's
+# tangoPoints.mat: 0-3 the upper corners of the solar panel, 4-7 the bottom corners of the body
+# (both rings -x-y, -x+y, +x+y, +x-y), 8-10 the antenna tips. Anchors 11-13 are the antennas'
+# feet on the body walls, where each rod starts; 14-17 the body's top corners under the panel,
+# above landmarks 4-7, so the body's vertical edges show.
 SPACECRAFT_WIREFRAME = Wireframe(
     num_landmarks=11,
     edges=(
-        (0, 1), (1, 2), (2, 3), (3, 0),  # body bottom square
-        (4, 5), (5, 6), (6, 7), (7, 4),  # solar panel rectangle
+        (0, 1), (1, 2), (2, 3), (3, 0),  # solar panel rectangle
+        (4, 5), (5, 6), (6, 7), (7, 4),  # body bottom rectangle
         (8, 11), (9, 12), (10, 13),  # antenna tip -> its foot on the body
+        (4, 14), (5, 15), (6, 16), (7, 17),  # body's vertical edges
     ),
-    anchors=((-0.20, 0.30, 0.23), (0.20, 0.30, 0.23), (0.12, -0.30, 0.23)),
+    anchors=((-0.22, 0.304, 0.235), (0.22, 0.304, 0.24), (0.20, -0.264, 0.235),
+             (-0.37, -0.264, 0.3015), (-0.37, 0.304, 0.3015), (0.37, 0.304, 0.3015),
+             (0.37, -0.264, 0.3015)),
 )
 
 

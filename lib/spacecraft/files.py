@@ -7,7 +7,6 @@ agree. Every reader validates what it returns and names the file (and row / entr
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -25,7 +24,10 @@ __all__ = [
     "Camera",
     "PoseLabel",
     "Submission",
+    "SUBMISSION_HEADER",
+    "SUBMISSION_CATEGORIES",
     "speed_camera",
+    "speedplus_camera",
     "read_camera",
     "load_camera",
     "write_camera",
@@ -36,11 +38,14 @@ __all__ = [
     "write_submission",
     "read_submission",
     "match_submission",
+    "merge_spec2021_submission",
     "read_box_file",
     "write_box_file",
 ]
 
+# The SPEC2019 row (ESA's starter kit, no header line); SPEC2021 puts a category before it.
 SUBMISSION_HEADER = ("filename", "q0", "q1", "q2", "q3", "x", "y", "z")
+SUBMISSION_CATEGORIES = ("lightbox", "sunlamp")  # SPEC2021's two test domains, in one file
 
 
 class SpeedFileError(UserFileError):
@@ -75,12 +80,21 @@ class PoseLabel:
 
 
 class Submission(NamedTuple):
-    """A read submission: filenames, q N x 4, r N x 3 and each entry's 1-based CSV row number."""
+    """A read submission: filenames, q N x 4 and r N x 3 as written, each entry's 1-based line
+    number in the file (``rows``) and its SPEC2021 category (``categories`` is None for a file
+    without the category column)."""
 
     filenames: list[str]
     q: np.ndarray
     r: np.ndarray
     rows: list[int]
+    categories: list[str] | None = None
+
+    def of_category(self, category: str) -> Submission:
+        """Only the rows of one SPEC2021 category (none for a file without categories)."""
+        keep = [i for i, name in enumerate(self.categories or ()) if name == category]
+        return Submission([self.filenames[i] for i in keep], self.q[keep], self.r[keep],
+                          [self.rows[i] for i in keep], [category] * len(keep))
 
 
 # ----------------------------------------------------------------------------------------- camera
@@ -98,6 +112,28 @@ def speed_camera(width: int = 1920, height: int = 1200) -> Camera:
         [[focal_px, 0.0, width / 2.0], [0.0, focal_px, height / 2.0], [0.0, 0.0, 1.0]]
     )
     return Camera(int(width), int(height), matrix, np.zeros(5))
+
+
+# The SPEED+ camera as SLAB ships it in camera.json (1920 x 1200; OpenCV's k1, k2, p1, p2, k3).
+_SPEEDPLUS_MATRIX = ((2988.5795163815555, 0.0, 960.0), (0.0, 2988.3401159176124, 600.0),
+                     (0.0, 0.0, 1.0))
+_SPEEDPLUS_DIST = (-0.22383016606510672, 0.51409797089106379, -0.00066499611998340662,
+                   -0.00021404771667484594, -0.13124227429077406)
+
+
+def speedplus_camera(width: int = 1920, height: int = 1200) -> Camera:
+    """The real SPEED+ camera (with its lens distortion), resampled to ``width`` x ``height``.
+
+    Resizing the image scales the focal lengths and the principal point by ``width / 1920``
+    horizontally and ``height / 1200`` vertically. The distortion coefficients act on
+    normalised coordinates (x/z, y/z), which a resize leaves alone, so they stay as they are.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"camera size must be positive, got {width} x {height}")
+    matrix = np.array(_SPEEDPLUS_MATRIX, dtype=np.float64)
+    matrix[0] = matrix[0] * width / 1920.0  # multiply first: 960 * 640 / 1920 is exactly 320
+    matrix[1] = matrix[1] * height / 1200.0
+    return Camera(int(width), int(height), matrix, np.asarray(_SPEEDPLUS_DIST, dtype=np.float64))
 
 
 def read_camera(path: str | os.PathLike) -> Camera:
@@ -141,16 +177,25 @@ def load_camera(root: str | os.PathLike) -> Camera:
 
 
 def write_camera(path: str | os.PathLike, camera: Camera) -> None:
-    """camera.json in the SPEED+ layout (plus focal length / pixel pitch in metres, informative)."""
-    pixel_pitch = 5.86e-6 * 1920.0 / camera.width
+    """camera.json with every key of SLAB's SPEED+ file, so tools written for it read ours.
+
+    ``ppx``, ``ppy`` are the pixel pitch in metres (5.86 um at 1920 x 1200, larger for a smaller
+    image of the same sensor), ``fx``, ``fy`` the focal lengths in metres, ``ccx``, ``ccy`` the
+    principal point in pixels; only ``Nu``, ``Nv``, ``cameraMatrix`` and ``distCoeffs`` are read.
+    """
+    matrix = np.asarray(camera.matrix, dtype=np.float64)
+    pitch_x = 5.86e-6 * 1920.0 / camera.width
+    pitch_y = 5.86e-6 * 1200.0 / camera.height
     data = {
         "Nu": camera.width,
         "Nv": camera.height,
-        "ppx": pixel_pitch,
-        "ppy": pixel_pitch,
-        "fx": float(camera.matrix[0, 0]) * pixel_pitch,
-        "fy": float(camera.matrix[1, 1]) * pixel_pitch,
-        "cameraMatrix": np.asarray(camera.matrix, dtype=np.float64).tolist(),
+        "ppx": pitch_x,
+        "ppy": pitch_y,
+        "fx": float(matrix[0, 0]) * pitch_x,
+        "fy": float(matrix[1, 1]) * pitch_y,
+        "ccx": float(matrix[0, 2]),
+        "ccy": float(matrix[1, 2]),
+        "cameraMatrix": matrix.tolist(),
         "distCoeffs": np.asarray(camera.dist_coeffs, dtype=np.float64).tolist(),
     }
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
@@ -281,115 +326,260 @@ def write_labels(path: str | os.PathLike, labels: Sequence[PoseLabel]) -> None:
 
 
 # ------------------------------------------------------------------------------------- submission
+# ESA's files, as its kits write and its leaderboards read them (no header line, no quoting):
+#   SPEC2019  filename,q0,q1,q2,q3,x,y,z
+#   SPEC2021  category,filename,q0,q1,q2,q3,x,y,z   (category lightbox / sunlamp, one file)
+# q scalar first as estimated (not renormalised), x y z in metres. Our older runs wrote the
+# SPEC2019 row after a header line; the reader takes any header of known names, in any order.
+_CATEGORY = "category"
+_SUBMISSION_COLUMNS = (_CATEGORY, *SUBMISSION_HEADER)
+
+
+def _pose_table(values: Any, count: int, width: int, name: str) -> np.ndarray:
+    """``values`` as a count x width float array, or a ValueError naming the shapes."""
+    table = np.asarray(values, dtype=np.float64)
+    if table.shape != (count, width) and not (count == 0 and table.size == 0):
+        raise ValueError(
+            f"submission needs one pose per filename: {count} names but {name} has shape "
+            f"{table.shape} (expected {count} x {width})"
+        )
+    return table.reshape(count, width)
+
+
 def write_submission(
     path: str | os.PathLike,
     filenames: Sequence[str],
     q: np.ndarray,
     r: np.ndarray,
-    success: np.ndarray | None = None,
+    categories: Sequence[str] | None = None,
 ) -> None:
-    """Submission CSV ``filename,q0,q1,q2,q3,x,y,z`` (header row, scalar-first q, metres).
+    """The submission file exactly as ESA's kits write it: no header, one row per image.
 
-    Rows whose pose failed (``success`` False, or non-finite values) are written as the
-    documented worst-case guess q = [1, 0, 0, 0], r = [0, 0, 0], which the score counts as a
-    relative translation error of exactly 1.
+    Without ``categories``: SPEC2019 rows ``filename,q0,q1,q2,q3,x,y,z``; with one category
+    per row ('lightbox' or 'sunlamp'): SPEC2021 rows ``category,filename,q0,...,z``. Values are
+    written with repr, so the reader gets back the very floats (and the score of the file is the
+    score of the poses). The caller chooses every pose, failures included: a non-finite value,
+    a zero quaternion, a repeated or unwritable filename or a wrong category is a ValueError,
+    never a silently invented pose.
     """
-    q = np.asarray(q, dtype=np.float64).reshape(-1, 4)
-    r = np.asarray(r, dtype=np.float64).reshape(-1, 3)
-    if not len(filenames) == len(q) == len(r):
-        raise ValueError(
-            f"submission needs one pose per filename: {len(filenames)} names, "
-            f"{len(q)} quaternions, {len(r)} positions"
-        )
-    ok = np.ones(len(q), dtype=bool) if success is None else np.asarray(success, dtype=bool)
-    ok = ok & np.all(np.isfinite(q), axis=1) & np.all(np.isfinite(r), axis=1)
-    ok &= np.linalg.norm(np.nan_to_num(q), axis=1) > 1e-12
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(SUBMISSION_HEADER)
-    for name, q_row, r_row, good in zip(filenames, q, r, ok, strict=True):
-        if not good:
-            q_row, r_row = np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3)
-        writer.writerow([name, *(repr(float(v)) for v in (*q_row, *r_row))])
-    write_text_atomic(path, buffer.getvalue())
+    names = list(filenames)
+    q = _pose_table(q, len(names), 4, "q")
+    r = _pose_table(r, len(names), 3, "r")
+    if categories is not None:
+        if isinstance(categories, str):
+            raise ValueError("categories: give one per row (a list), not a single string")
+        categories = list(categories)
+        if len(categories) != len(names):
+            raise ValueError(f"{len(names)} filenames but {len(categories)} categories")
+    seen: dict[str, int] = {}
+    lines = []
+    for index, name in enumerate(names):
+        where = f"submission row {index} ('{name}')"
+        if not isinstance(name, str) or not name or name != name.strip() or any(
+                char in name for char in ',"\r\n'):
+            raise ValueError(f"{where}: a filename must be a non-empty string without "
+                             "surrounding spaces, commas, quotes or line breaks")
+        if name in seen:
+            raise ValueError(f"{where}: filename already given in row {seen[name]}")
+        seen[name] = index
+        if not (np.all(np.isfinite(q[index])) and np.all(np.isfinite(r[index]))):
+            raise ValueError(f"{where}: pose is not finite (q = {q[index].tolist()}, "
+                             f"r = {r[index].tolist()}); write a fallback pose instead")
+        if float(np.linalg.norm(q[index])) < 1e-12:
+            raise ValueError(f"{where}: quaternion {q[index].tolist()} has zero norm")
+        cells = [name, *(repr(float(v)) for v in (*q[index], *r[index]))]
+        if categories is not None:
+            if categories[index] not in SUBMISSION_CATEGORIES:
+                raise ValueError(f"{where}: category {categories[index]!r} is not one of "
+                                 f"{', '.join(SUBMISSION_CATEGORIES)}")
+            cells.insert(0, categories[index])
+        lines.append(",".join(cells) + "\n")
+    write_text_atomic(path, "".join(lines))
+
+
+def _submission_columns(cells: list[str], where: str) -> dict[str, int] | None:
+    """Column name -> index of a header line, or None when the line is not a header (a header
+    is a line whose cells include 'filename'; every cell must then be a known name)."""
+    names = [cell.strip().lower() for cell in cells]
+    if "filename" not in names:
+        return None
+    for number, name in enumerate(names, start=1):
+        if name not in _SUBMISSION_COLUMNS:
+            raise SpeedFileError(
+                f"{where}: header column {number} '{cells[number - 1].strip()}' is not one of "
+                f"{','.join(_SUBMISSION_COLUMNS)}")
+        if names.index(name) != number - 1:
+            raise SpeedFileError(f"{where}: header column '{name}' given twice")
+    missing = [name for name in SUBMISSION_HEADER if name not in names]
+    if missing:
+        raise SpeedFileError(f"{where}: header lacks the column(s) {','.join(missing)}")
+    return {name: number for number, name in enumerate(names)}
+
+
+def _positional_columns(count: int, where: str) -> dict[str, int]:
+    """Column name -> index of a file without header: 8 columns SPEC2019, 9 SPEC2021."""
+    if count == len(SUBMISSION_HEADER):
+        return {name: number for number, name in enumerate(SUBMISSION_HEADER)}
+    if count == len(_SUBMISSION_COLUMNS):
+        return {name: number for number, name in enumerate(_SUBMISSION_COLUMNS)}
+    raise SpeedFileError(
+        f"{where}: expected 8 columns {','.join(SUBMISSION_HEADER)} (SPEC2019) or 9 columns "
+        f"{','.join(_SUBMISSION_COLUMNS)} (SPEC2021), got {count}")
+
+
+def _submission_row(row: list[str], columns: dict[str, int],
+                    where: str) -> tuple[str, str | None, list[float]]:
+    """(filename, category or None, [q0, q1, q2, q3, x, y, z]) of one checked data row."""
+    name = row[columns["filename"]].strip()
+    if not name:
+        raise SpeedFileError(f"{where}: empty filename")
+    category = None
+    if _CATEGORY in columns:
+        category = row[columns[_CATEGORY]].strip()
+        if category not in SUBMISSION_CATEGORIES:
+            raise SpeedFileError(f"{where}: unknown category '{category}' (SPEC2021 has "
+                                 f"{' and '.join(SUBMISSION_CATEGORIES)})")
+    values = []
+    for column in SUBMISSION_HEADER[1:]:
+        cell = row[columns[column]]
+        try:
+            value = float(cell)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise SpeedFileError(f"{where}: {column} = '{cell.strip()}' is not a finite number")
+        values.append(value)
+    if math.hypot(*values[:4]) < 1e-12:
+        raise SpeedFileError(f"{where}: quaternion of '{name}' has zero norm")
+    return name, category, values
+
+
+def merge_spec2021_submission(path: str | os.PathLike, category: str,
+                              filenames: Sequence[str], q: np.ndarray, r: np.ndarray) -> None:
+    """Put one test domain's rows into the single SPEC2021 file of both domains: the rows of
+    ``category`` already in ``path`` are replaced, the other domain's are kept (before them),
+    so testing lightbox and sunlamp in either order leaves one complete file."""
+    keep_names: list[str] = []
+    keep_q, keep_r = np.zeros((0, 4)), np.zeros((0, 3))
+    keep_categories: list[str] = []
+    if Path(path).is_file():
+        earlier = read_submission(path)
+        if earlier.categories is None:
+            raise SpeedFileError(f"{path}: not a SPEC2021 submission (no category column)")
+        keep = [i for i, name in enumerate(earlier.categories) if name != category]
+        keep_names = [earlier.filenames[i] for i in keep]
+        keep_q, keep_r = earlier.q[keep], earlier.r[keep]
+        keep_categories = [earlier.categories[i] for i in keep]
+    write_submission(path, keep_names + list(filenames),
+                     np.concatenate([keep_q, np.asarray(q, np.float64).reshape(-1, 4)]),
+                     np.concatenate([keep_r, np.asarray(r, np.float64).reshape(-1, 3)]),
+                     keep_categories + [category] * len(filenames))
 
 
 def read_submission(path: str | os.PathLike) -> Submission:
-    """Filenames, q N x 4, r N x 3 and row numbers of a submission CSV (header row optional).
+    """Filenames, q N x 4, r N x 3, line numbers and categories of a submission file.
 
-    Errors name the file, the 1-based row number and what is wrong (column count, a value
-    that is not a finite number, a zero quaternion, a repeated filename).
+    Reads ESA's layouts without a header, by position: 8 columns (SPEC2019) or 9 with the
+    category first (SPEC2021); and a file with a header line (our older runs), by column name in
+    any order. A UTF-8 byte-order mark is skipped. Errors name the file, the 1-based line and
+    what is wrong: the column count, a value that is not a finite number, a zero quaternion, a
+    repeated filename (in SPEC2021 also one filename under two categories), an unknown category.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: submission file not found")
+    columns: dict[str, int] | None = None
+    layout_line = 0
     filenames: list[str] = []
+    categories: list[Any] = []  # str, or None in a file without the category column
     poses: list[list[float]] = []
-    seen: dict[str, int] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        for row_number, row in enumerate(csv.reader(handle), start=1):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if row_number == 1 and row[0].strip().lower() == "filename":
-                continue
-            where = f"{path}: row {row_number}"
-            if len(row) != 8:
-                raise SpeedFileError(
-                    f"{where}: expected 8 columns filename,q0,q1,q2,q3,x,y,z, got {len(row)}"
-                )
-            name = row[0].strip()
-            if not name:
-                raise SpeedFileError(f"{where}: empty filename")
-            if name in seen:
-                raise SpeedFileError(f"{where}: '{name}' already given in row {seen[name]}")
-            values = []
-            for column, cell in zip(SUBMISSION_HEADER[1:], row[1:], strict=True):
-                try:
-                    value = float(cell)
-                except ValueError:
-                    value = math.nan
-                if not math.isfinite(value):
-                    raise SpeedFileError(
-                        f"{where}: {column} = '{cell.strip()}' is not a finite number"
-                    )
-                values.append(value)
-            if math.hypot(*values[:4]) < 1e-12:
-                raise SpeedFileError(f"{where}: quaternion of '{name}' has zero norm")
-            seen[name] = row_number
-            filenames.append(name)
-            poses.append(values)
+    lines: list[int] = []
+    first: dict[str, int] = {}  # filename -> index of its entry
+    line = 0
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            for row in reader:
+                line = reader.line_num
+                if len(row) <= 1 and not "".join(row).strip():
+                    continue  # an empty line
+                where = f"{path}: line {line}"
+                if columns is None:
+                    layout_line = line
+                    columns = _submission_columns(row, where)
+                    if columns is not None:
+                        continue
+                    columns = _positional_columns(len(row), where)
+                if len(row) != len(columns):
+                    order = ",".join(sorted(columns, key=columns.__getitem__))
+                    raise SpeedFileError(f"{where}: expected {len(columns)} columns {order} "
+                                         f"(as on line {layout_line}), got {len(row)}")
+                name, category, values = _submission_row(row, columns, where)
+                if name in first:
+                    other = first[name]
+                    if category is not None and categories[other] != category:
+                        raise SpeedFileError(
+                            f"{where}: '{name}' is under '{category}' here and under "
+                            f"'{categories[other]}' on line {lines[other]}: an image belongs "
+                            "to one test domain")
+                    raise SpeedFileError(f"{where}: '{name}' already given on line "
+                                         f"{lines[other]}")
+                first[name] = len(filenames)
+                filenames.append(name)
+                categories.append(category)
+                poses.append(values)
+                lines.append(line)
+    except UnicodeDecodeError as err:
+        raise SpeedFileError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") \
+            from err
+    except csv.Error as err:
+        raise SpeedFileError(f"{path}: after line {line}: not CSV text ({err})") from err
     table = np.asarray(poses, dtype=np.float64).reshape(-1, 7)
-    return Submission(filenames, table[:, :4], table[:, 4:], list(seen.values()))
+    has_category = columns is not None and _CATEGORY in columns
+    return Submission(filenames, table[:, :4], table[:, 4:], lines,
+                      categories if has_category else None)
 
 
 def match_submission(
-    labels: Sequence[PoseLabel], submission: Submission, labels_name: str, submission_name: str
+    labels: Sequence[PoseLabel],
+    submission: Submission,
+    labels_name: str,
+    submission_name: str,
+    category: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(q_gt, r_gt, q_est, r_est) in label order, after checking both files list the same images.
 
-    An unlabelled image, a submission row for an unknown filename (named with its row number)
-    or a labelled image without a row is a SpeedFileError.
+    With ``category`` only the submission's rows of that SPEC2021 category are matched (the
+    labels are that test domain's). An unlabelled image, a row for an unknown filename (named
+    with its line) or a labelled image without a row is a SpeedFileError.
     """
     if not labels:
         raise SpeedFileError(f"{labels_name}: no images to score")
     unlabelled = next((label.filename for label in labels if not label.has_pose), None)
     if unlabelled is not None:
         raise SpeedFileError(f"{labels_name}: '{unlabelled}' has no pose to score against")
-    known = {label.filename for label in labels}
-    for name, row in zip(submission.filenames, submission.rows, strict=True):
-        if name not in known:
+    kind = ""
+    if category is not None:
+        if submission.categories is None:
             raise SpeedFileError(
-                f"{submission_name}: row {row}: unknown filename '{name}' (not in {labels_name})"
-            )
+                f"{submission_name}: has no category column (8 columns), so no '{category}' "
+                "rows: SPEC2021 files have 9 columns category,filename,q0,...,z")
+        submission = submission.of_category(category)
+        kind = f"{category} "
+    known = {label.filename for label in labels}
+    for name, line in zip(submission.filenames, submission.rows, strict=True):
+        if name not in known:
+            raise SpeedFileError(f"{submission_name}: line {line}: unknown {kind}filename "
+                                 f"'{name}' (not in {labels_name})")
     index = {name: i for i, name in enumerate(submission.filenames)}
-    missing = next((label.filename for label in labels if label.filename not in index), None)
+    missing = next((i for i, label in enumerate(labels) if label.filename not in index), None)
     if missing is not None:
-        raise SpeedFileError(f"{submission_name}: no row for '{missing}' listed in {labels_name}")
+        raise SpeedFileError(f"{submission_name}: no {kind}row for '{labels[missing].filename}' "
+                             f"listed in {labels_name} (entry {missing})")
     order = np.array([index[label.filename] for label in labels])
     q_gt = np.stack([label.q for label in labels])
     r_gt = np.stack([label.r for label in labels])
     return q_gt, r_gt, submission.q[order], submission.r[order]
-
 
 # -------------------------------------------------------------------------------------- box files
 # A box file (TEST.SPEED_BBOX_FILE, also what the two-stage path writes) is a JSON list of

@@ -1,14 +1,17 @@
-"""A SPEED+-layout data set rendered from a Tango-like satellite model (the embedded data set).
+"""A SPEED+-layout data set rendered from a model of Tango (the embedded data set).
 
-No SPEED download is possible here, so this module draws one: a box body, a solar panel on top
-and three antenna rods, shaded (lambertian + a small specular term) under a random sun, over
-black space or an Earth-like background, blurred and noisy, saved as 8-bit grayscale JPEG.
+No SPEED download is possible here, so this module draws one: Tango's box body, its solar panel
+on top and three antenna rods, with SLAB's 11 landmarks, shaded (lambertian + a small specular
+term) under a random sun, over black space or an Earth-like background, blurred and noisy, saved
+as 8-bit grayscale JPEG, through SPEED's pinhole camera or SPEED+'s distorting one.
 
 Occlusion is exact for this model without a z-buffer: every part is convex, so back-face culling
 settles each part on its own, and every pair of parts has a separating plane (found once when the
 model is built) which says, for the camera's side of the plane, which part may hide the other;
-the parts are painted far to near in that order. Projection goes through
-``lib.spacecraft.geometry.project_points``, the same function the loader uses.
+the parts are painted far to near in that order. Parts are painted through a pinhole camera;
+a distorting camera then sees that picture through its lens (a remap whose table comes from
+OpenCV's inverse of the same distortion model), so ``lib.spacecraft.geometry.project_points``,
+the loader's projection, puts every landmark where the image shows it.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from lib.spacecraft.files import (
     Camera,
     PoseLabel,
     speed_camera,
+    speedplus_camera,
     write_camera,
     write_labels,
     write_landmarks,
@@ -37,6 +41,7 @@ __all__ = [
     "render_image",
     "face_id_map",
     "write_speed_synthetic",
+    "CAMERAS",
 ]
 
 # Hexahedron faces for vertices given as end A (0-3, cyclic) then end B (4-7, same order).
@@ -125,20 +130,30 @@ def _polygon(center: np.ndarray, u: np.ndarray, v: np.ndarray, radius: float, si
 
 
 def tango_model() -> SatelliteModel:
-    """Tango-like geometry: 0.6 x 0.6 x 0.3 m body (origin at the bottom face centre), a
-    0.76 x 0.80 x 0.02 m solar panel on top shifted 3 cm along +y, three 1.6 cm antenna rods.
+    """Tango (PRISMA's target) with the landmarks of SLAB's ``tangoPoints.mat``.
 
-    Landmarks, in order: 4 bottom corners of the body, 4 top corners of the solar panel,
-    3 antenna tips.
+    A 0.74 x 0.568 x 0.3015 m body (x in +-0.37, y from -0.264 to 0.304, z from 0: the origin
+    lies in its bottom face), the 0.74 x 0.77 x 0.02 m solar panel on top (upper face at
+    z = 0.3215, overhanging the body along y) and three 1.6 cm square antenna rods standing out
+    of the +y and -y walls below the panel.
+
+    Landmarks, in the file's order: the panel's upper corners (-x-y, -x+y, +x+y, +x-y), the
+    body's bottom corners in the same ring order, then the three antenna tips. A model trained
+    on the embedded set therefore uses the real landmark file as it is.
     """
-    antennas = [  # (base on a side wall, tip, wall axis)
-        (np.array([-0.20, 0.30, 0.23]), np.array([-0.52, 0.62, 0.26]), 1),
-        (np.array([0.20, 0.30, 0.23]), np.array([0.52, 0.62, 0.26]), 1),
-        (np.array([0.12, -0.30, 0.23]), np.array([0.30, -0.68, 0.26]), 1),
+    panel_top, panel_thickness = 0.3215, 0.02
+    body_top = panel_top - panel_thickness
+    y_low, y_high = -0.264, 0.304
+    antennas = [  # (foot on a body wall, tip, wall axis)
+        (np.array([-0.22, y_high, 0.235]), np.array([-0.5427, 0.4877, 0.2535]), 1),
+        (np.array([0.22, y_high, 0.24]), np.array([0.5427, 0.4877, 0.2591]), 1),
+        (np.array([0.20, y_low, 0.235]), np.array([0.305, -0.579, 0.2515]), 1),
     ]
-    parts = [_box((0.0, 0.0, 0.15), (0.30, 0.30, 0.15)),
-             _box((0.0, 0.03, 0.31), (0.38, 0.40, 0.01))]
-    parts += [_rod(base, tip, 0.008, axis) for base, tip, axis in antennas]
+    parts = [_box((0.0, 0.5 * (y_low + y_high), 0.5 * body_top),
+                  (0.37, 0.5 * (y_high - y_low), 0.5 * body_top)),
+             _box((0.0, 0.0, panel_top - 0.5 * panel_thickness),
+                  (0.37, 0.385, 0.5 * panel_thickness))]
+    parts += [_rod(foot, tip, 0.008, axis) for foot, tip, axis in antennas]
     part_albedo = [0.72, 0.55, 0.85, 0.85, 0.85]
     part_shininess = [0.25, 0.15, 0.4, 0.4, 0.4]
 
@@ -158,30 +173,31 @@ def tango_model() -> SatelliteModel:
         candidates = np.flatnonzero(np.asarray(part) == part_index)
         return int(candidates[np.argmax(normals[candidates] @ np.asarray(direction))])
 
-    panel_top = face_towards(1, (0, 0, 1))
-    albedo[panel_top] = 0.3  # solar cells: dark, glossy
-    shininess[panel_top] = 0.5
+    cells = face_towards(1, (0, 0, 1))
+    albedo[cells] = 0.3  # solar cells: dark, glossy
+    shininess[cells] = 0.5
 
     ex, ey, ez = np.eye(3)
-    decals = [
+    decals = [  # flat polygons lying in their face's plane, clear of the antenna feet
         (face_towards(0, (1, 0, 0)),
-         np.array([[0.3, -0.2, 0.05], [0.3, 0.2, 0.05], [0.3, 0.2, 0.25], [0.3, -0.2, 0.25]]), 0.3),
+         np.array([[0.37, -0.2, 0.05], [0.37, 0.2, 0.05], [0.37, 0.2, 0.25], [0.37, -0.2, 0.25]]),
+         0.3),
         (face_towards(0, (-1, 0, 0)),
-         np.array([[-0.3, -0.3, 0.11], [-0.3, 0.3, 0.11], [-0.3, 0.3, 0.17], [-0.3, -0.3, 0.17]]),
-         0.95),
+         np.array([[-0.37, y_low, 0.11], [-0.37, y_high, 0.11], [-0.37, y_high, 0.17],
+                   [-0.37, y_low, 0.17]]), 0.95),
         (face_towards(0, (0, 1, 0)),
-         np.array([[-0.05, 0.3, 0.04], [0.2, 0.3, 0.04], [0.2, 0.3, 0.16], [-0.05, 0.3, 0.16]]),
-         0.2),
-        (face_towards(0, (0, -1, 0)), _polygon(np.array([-0.12, -0.3, 0.14]), ex, ez, 0.08, 12),
+         np.array([[-0.12, y_high, 0.04], [0.12, y_high, 0.04], [0.12, y_high, 0.16],
+                   [-0.12, y_high, 0.16]]), 0.2),
+        (face_towards(0, (0, -1, 0)), _polygon(np.array([-0.12, y_low, 0.14]), ex, ez, 0.08, 12),
          0.4),
-        (face_towards(0, (0, 0, -1)), _polygon(np.array([0.0, 0.0, 0.0]), ex, ey, 0.17, 16), 0.3),
-        (face_towards(0, (0, 0, -1)), _polygon(np.array([0.0, 0.0, 0.0]), ex, ey, 0.11, 16), 0.6),
+        (face_towards(0, (0, 0, -1)), _polygon(np.array([0.0, 0.02, 0.0]), ex, ey, 0.17, 16), 0.3),
+        (face_towards(0, (0, 0, -1)), _polygon(np.array([0.0, 0.02, 0.0]), ex, ey, 0.11, 16), 0.6),
     ]
-    spacing = 0.095
-    xs = np.arange(-0.38 + spacing, 0.38 - 1e-6, spacing)
-    ys = np.arange(-0.37 + spacing, 0.43 - 1e-6, spacing)
-    grid = [[[x, -0.37, 0.32], [x, 0.43, 0.32]] for x in xs]
-    grid += [[[-0.38, y, 0.32], [0.38, y, 0.32]] for y in ys]
+    # The panel's cells: 8 x 8 of 9.25 x 9.625 cm between the grid lines.
+    xs = np.linspace(-0.37, 0.37, 9)[1:-1]
+    ys = np.linspace(-0.385, 0.385, 9)[1:-1]
+    grid = [[[x, -0.385, panel_top], [x, 0.385, panel_top]] for x in xs]
+    grid += [[[-0.37, y, panel_top], [0.37, y, panel_top]] for y in ys]
 
     body_axes = np.vstack([np.eye(3), normals])
     separators = {}
@@ -189,15 +205,74 @@ def tango_model() -> SatelliteModel:
         for j in range(i + 1, len(parts)):
             separators[(i, j)] = _separator(parts[i], parts[j], body_axes)
 
+    panel_corners = parts[1][4:]  # upper ring of the panel
     body_bottom = parts[0][:4]
-    panel_top_corners = parts[1][4:]
-    landmarks = np.vstack([body_bottom, panel_top_corners, [tip for _, tip, _ in antennas]])
+    landmarks = np.vstack([panel_corners, body_bottom, [tip for _, tip, _ in antennas]])
     return SatelliteModel(
         vertices=vertices, faces=faces, normals=normals, part=np.asarray(part),
         albedo=albedo, shininess=shininess, separators=separators, decals=decals,
-        grid_lines=np.asarray(grid), grid_face=panel_top, grid_albedo=0.5,
-        grid_spacing=spacing, landmarks=landmarks,
+        grid_lines=np.asarray(grid), grid_face=cells, grid_albedo=0.5,
+        grid_spacing=0.0925, landmarks=landmarks,
     )
+
+
+# ---------------------------------------------------------------------------------------- lens
+@dataclass(frozen=True)
+class _LensWarp:
+    """How a distorting camera's image is made from a pinhole one.
+
+    ``canvas`` is a pinhole camera with the same focal lengths whose image holds the undistorted
+    position of every output pixel; output pixel (u, v) takes the canvas at
+    (``map_x[v, u]``, ``map_y[v, u]``).
+    """
+
+    canvas: Camera
+    map_x: np.ndarray
+    map_y: np.ndarray
+
+
+_LENS_WARPS: dict[tuple, _LensWarp] = {}
+_UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+
+
+def _undistorted_rays(pixels: np.ndarray, camera: Camera) -> np.ndarray:
+    """Camera-frame directions (x/z, y/z, 1), N x 3, of the points seen at ``pixels`` (N x 2)."""
+    pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    if not camera.has_distortion:
+        return np.column_stack([pixels, np.ones(len(pixels))]) @ np.linalg.inv(camera.matrix).T
+    normalised = cv2.undistortPoints(pixels.reshape(-1, 1, 2), camera.matrix, camera.dist_coeffs,
+                                     criteria=_UNDISTORT_CRITERIA).reshape(-1, 2)
+    return np.column_stack([normalised, np.ones(len(normalised))])
+
+
+def _lens_warp(camera: Camera) -> _LensWarp:
+    """The canvas and remap tables of a distorting camera, computed once per camera."""
+    key = (camera.width, camera.height, camera.matrix.tobytes(), camera.dist_coeffs.tobytes())
+    if key not in _LENS_WARPS:
+        ys, xs = np.mgrid[0:camera.height, 0:camera.width]
+        rays = _undistorted_rays(np.column_stack([xs.ravel(), ys.ravel()]), camera)
+        pinhole = (rays @ camera.matrix.T)[:, :2]
+        if not np.all(np.isfinite(pinhole)):
+            raise ValueError("this lens distortion cannot be inverted over the whole image")
+        pad = 2.0  # canvas pixels beyond the outermost sample, for bilinear interpolation
+        low = np.floor(pinhole.min(axis=0)) - pad
+        size = np.ceil(pinhole.max(axis=0) - low + pad).astype(int) + 1
+        if size[0] * size[1] > 16 * camera.width * camera.height:
+            raise ValueError(f"this lens distortion spreads the image over {size[0]} x {size[1]}"
+                             " pinhole pixels: too strong to render")
+        matrix = camera.matrix.copy()
+        matrix[:2, 2] -= low
+        maps = (pinhole - low).astype(np.float32).reshape(camera.height, camera.width, 2)
+        canvas = Camera(int(size[0]), int(size[1]), matrix, np.zeros(5))
+        _LENS_WARPS[key] = _LensWarp(canvas, maps[..., 0].copy(), maps[..., 1].copy())
+    return _LENS_WARPS[key]
+
+
+def _through_lens(image: np.ndarray, camera: Camera, interpolation: int) -> np.ndarray:
+    """The canvas image of :func:`_lens_warp` as the distorting camera sees it."""
+    warp = _lens_warp(camera)
+    return cv2.remap(image, warp.map_x, warp.map_y, interpolation,
+                     borderMode=cv2.BORDER_REPLICATE)
 
 
 # ------------------------------------------------------------------------------------- sampling
@@ -219,23 +294,29 @@ def sample_pose(
     """Random attitude (uniform on SO(3)) and position at ||r|| in ``distance_range``.
 
     The model origin is aimed at a uniformly drawn pixel; of ``candidates`` such pixels the
-    first whose whole projected model stays inside the image (margin 3 % of the shorter side)
-    is kept. If none fits, the distance grows by 15 % (never past the range's maximum) and the
-    draw repeats; at the maximum the centred position is the last resort.
+    first whose whole projected model (through the lens distortion, if any) stays inside the
+    image (margin 3 % of the shorter side) is kept. If none fits, the distance grows by 15 %
+    (never past the range's maximum) and the draw repeats; at the maximum the centred position
+    is the last resort.
     """
     q = random_quaternions(1, rng)[0]
     distance = float(rng.uniform(*distance_range))
     margin = 0.03 * min(camera.width, camera.height)
-    inverse_k = np.linalg.inv(camera.matrix)
+    canvas = _lens_warp(camera).canvas if camera.has_distortion else None
     while True:
         pixels = rng.uniform([0, 0], [camera.width - 1, camera.height - 1], size=(candidates, 2))
-        rays = np.column_stack([pixels, np.ones(candidates)]) @ inverse_k.T
+        rays = _undistorted_rays(pixels, camera)
         positions = distance * rays / np.linalg.norm(rays, axis=1, keepdims=True)
-        projected = project_points(
-            model.vertices, np.tile(q, (candidates, 1)), positions, camera.matrix,
-            camera.dist_coeffs,
-        )
-        good = np.flatnonzero(_fits(projected, camera, margin))
+        attitudes = np.tile(q, (candidates, 1))
+        projected = project_points(model.vertices, attitudes, positions, camera.matrix,
+                                   camera.dist_coeffs)
+        fits = _fits(projected, camera, margin)
+        if canvas is not None:
+            # A lens model can fold far-off points back into the image: the undistorted
+            # points must also lie on the canvas, where the distortion is one-to-one.
+            fits &= _fits(project_points(model.vertices, attitudes, positions, canvas.matrix),
+                          canvas, 0.0)
+        good = np.flatnonzero(fits)
         if len(good):
             return q, positions[good[0]]
         if distance >= distance_range[1]:
@@ -334,15 +415,18 @@ def _faces_far_to_near(
 def face_id_map(model: SatelliteModel, q: np.ndarray, r: np.ndarray, camera: Camera) -> np.ndarray:
     """H x W int32 map of the face seen at each pixel (index + 1, 0 for space), no anti-aliasing.
 
-    It is painted in the same order as :func:`render_image`, so a z-buffer can check occlusion.
+    It is painted in the same order as :func:`render_image`, so a z-buffer can check occlusion;
+    with a distorting camera it goes through the lens as the image does (nearest neighbour).
     """
+    pinhole = _lens_warp(camera).canvas if camera.has_distortion else camera
     faces, _, _ = _faces_far_to_near(model, q, r)
-    polygons = _fixed_point(project_points(model.vertices, q, r, camera.matrix,
-                                           camera.dist_coeffs))[model.faces]
-    canvas = np.zeros((camera.height, camera.width), np.int32)
+    polygons = _fixed_point(project_points(model.vertices, q, r, pinhole.matrix))[model.faces]
+    canvas = np.zeros((pinhole.height, pinhole.width), np.float32)  # ids are exact in float32
     for face in faces:
         cv2.fillConvexPoly(canvas, polygons[face], int(face) + 1, cv2.LINE_8, _SUBPIXEL_BITS)
-    return canvas
+    if camera.has_distortion:
+        canvas = _through_lens(canvas, camera, cv2.INTER_NEAREST)
+    return canvas.astype(np.int32)
 
 
 def _fixed_point(pixels: np.ndarray) -> np.ndarray:
@@ -359,7 +443,10 @@ def render_image(
 ) -> np.ndarray:
     """One H x W uint8 image of the model at pose (q, r), lit by a random sun from the camera side.
 
-    The sun direction, ambient level, exposure, blur and noise come from ``rng``.
+    The sun direction, ambient level, exposure, blur and noise come from ``rng``. A distorting
+    camera sees the pinhole image of a larger canvas through its lens (one remap, see
+    :func:`_lens_warp`), so straight edges bend as they do in the real SPEED+ images and the
+    distorting projection of a landmark falls on its place in the image.
     """
     sun = rng.standard_normal(3)
     sun /= np.linalg.norm(sun)
@@ -368,22 +455,24 @@ def render_image(
     gain = rng.uniform(0.85, 1.15)
     blur_sigma = rng.uniform(0.4, 1.0)
     noise_sigma = rng.uniform(1.5, 5.0)
+    pinhole = _lens_warp(camera).canvas if camera.has_distortion else camera
     if with_earth:
-        canvas = _earth_background(camera.height, camera.width, rng)
+        canvas = _earth_background(pinhole.height, pinhole.width, rng)
     else:
-        canvas = np.zeros((camera.height, camera.width), np.uint8)
+        canvas = np.zeros((pinhole.height, pinhole.width), np.uint8)
 
     faces, normals_cam, centers_cam = _faces_far_to_near(model, q, r)
     shades = _face_intensity(
         normals_cam, centers_cam, model.albedo, model.shininess, sun, ambient, gain
     )
-    polygons = _fixed_point(project_points(model.vertices, q, r, camera.matrix,
-                                           camera.dist_coeffs))[model.faces]
+    polygons = _fixed_point(project_points(model.vertices, q, r, pinhole.matrix))[model.faces]
     for face in faces:
         cv2.fillConvexPoly(canvas, polygons[face], float(shades[face]), cv2.LINE_AA,
                            _SUBPIXEL_BITS)
-        _paint_markings(canvas, model, face, q, r, camera, normals_cam[face], centers_cam[face],
+        _paint_markings(canvas, model, face, q, r, pinhole, normals_cam[face], centers_cam[face],
                         sun, ambient, gain)
+    if camera.has_distortion:
+        canvas = _through_lens(canvas, camera, cv2.INTER_LINEAR)
 
     canvas = cv2.GaussianBlur(canvas, (0, 0), blur_sigma)
     noisy = canvas.astype(np.float32) + rng.standard_normal(canvas.shape, dtype=np.float32) * (
@@ -397,7 +486,8 @@ def _paint_markings(
     camera: Camera, normal_cam: np.ndarray, center_cam: np.ndarray, sun: np.ndarray,
     ambient: float, gain: float,
 ) -> None:
-    """Decals and solar-cell grid lines of one visible face, lit like the face itself."""
+    """Decals and solar-cell grid lines of one visible face, lit like the face itself
+    (``camera`` is the pinhole camera of the canvas being painted)."""
     for decal_face, polygon, albedo in model.decals:
         if decal_face != face:
             continue
@@ -422,8 +512,13 @@ def _paint_markings(
 
 
 # -------------------------------------------------------------------------------------- writing
+CAMERAS = {"speed": speed_camera, "speedplus": speedplus_camera}  # write_speed_synthetic's choice
+MIN_DISTANCE, MAX_DISTANCE = 2.2, 50.0  # SPEED+'s closest poses; SPEED's farthest
+
+
 def _validate_arguments(counts: tuple[int, int, int], width: int, height: int,
-                        earth_fraction: float, distance_range: tuple[float, float]) -> None:
+                        earth_fraction: float, distance_range: tuple[float, float],
+                        camera: str) -> None:
     if any(count < 0 for count in counts):
         raise ValueError(f"image counts must be >= 0, got train/val/test = {counts}")
     if width < 16 or height < 16:
@@ -431,8 +526,11 @@ def _validate_arguments(counts: tuple[int, int, int], width: int, height: int,
     if not 0.0 <= earth_fraction <= 1.0:
         raise ValueError(f"earth fraction must lie in [0, 1], got {earth_fraction}")
     low, high = distance_range
-    if not 3.0 <= low <= high <= 40.0:
-        raise ValueError(f"distance range must satisfy 3 <= MIN <= MAX <= 40 m, got {low} {high}")
+    if not MIN_DISTANCE <= low <= high <= MAX_DISTANCE:
+        raise ValueError(f"distance range must satisfy {MIN_DISTANCE:g} <= MIN <= MAX <= "
+                         f"{MAX_DISTANCE:g} m, got {low:g} {high:g}")
+    if camera not in CAMERAS:
+        raise ValueError(f"camera must be one of {', '.join(CAMERAS)}, got {camera!r}")
 
 
 def write_speed_synthetic(
@@ -444,9 +542,10 @@ def write_speed_synthetic(
     width: int = 1920,
     height: int = 1200,
     earth_fraction: float = 0.3,
-    distance_range: tuple[float, float] = (3.0, 12.0),
+    distance_range: tuple[float, float] = (3.0, 10.0),
     jpeg_quality: int = 95,
     show_progress: bool = True,
+    camera: str = "speed",
 ) -> dict:
     """Render and write the data set; returns {split: number of images}.
 
@@ -454,11 +553,15 @@ def write_speed_synthetic(
     synthetic/images/, test/test.json (filenames only), test/labels.json, test/images/.
     File names run img000001.jpg ... across all splits. Each image draws from its own
     generator seeded by (seed, split, index), so the same arguments give the same bytes.
+    ``camera``: ``"speed"``, SPEED's pinhole camera (the faster one), or ``"speedplus"``, the
+    real SPEED+ camera with its lens distortion; either scaled to ``width`` x ``height``.
+    The default distances, 3-10 m, lie within SPEED+'s (about 2.2-10 m) where the whole
+    spacecraft fits the image; SPEED's reach 50 m.
     """
     counts = (int(num_train), int(num_val), int(num_test))
-    _validate_arguments(counts, width, height, earth_fraction, distance_range)
+    _validate_arguments(counts, width, height, earth_fraction, distance_range, camera)
     out = Path(out_dir)
-    camera = speed_camera(width, height)
+    lens = CAMERAS[camera](width, height)
     model = tango_model()
     splits = [
         ("train", out / "synthetic" / "images", counts[0]),
@@ -475,9 +578,9 @@ def write_speed_synthetic(
         for index in range(count):
             number += 1
             rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
-            q, r = sample_pose(model, camera, rng, distance_range)
+            q, r = sample_pose(model, lens, rng, distance_range)
             with_earth = bool(rng.random() < earth_fraction)
-            image = render_image(model, q, r, camera, rng, with_earth)
+            image = render_image(model, q, r, lens, rng, with_earth)
             filename = f"img{number:06d}.jpg"
             ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
             if not ok:
@@ -490,7 +593,7 @@ def write_speed_synthetic(
     if show_progress and total:
         print(file=sys.stderr)
 
-    write_camera(out / "camera.json", camera)
+    write_camera(out / "camera.json", lens)
     write_landmarks(out / "keypoints.json", model.landmarks)
     write_labels(out / "synthetic" / "train.json", labels["train"])
     write_labels(out / "synthetic" / "validation.json", labels["validation"])

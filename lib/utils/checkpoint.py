@@ -8,10 +8,12 @@ code from it. Legacy files that pickle Python objects are converted once, explic
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
 import re
+import signal
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +31,12 @@ STATE_DICT_ENTRIES = ('state_dict', 'best_state_dict', 'model')
 KEYS_SHOWN_IN_ERRORS = 5
 WEIGHTS_ONLY_FAILURE = 'Weights only load failed'
 PICKLE_PROTOCOL_OPCODE = b'\x80'
+# Test hook: '<file name>:<stage>[:<n>[:<signal>]]' makes the n-th (default 1st) save of that
+# file in this process send itself <signal> (default KILL; INT: a Ctrl-C) at <stage>, one of
+# SAVE_STAGES (tests/test_kill.py, tests/test_cli_errors.py).
+KILL_IN_SAVE_VARIABLE = 'HRNET_KILL_IN_SAVE'
+SAVE_STAGES = ('begin', 'written', 'renamed')  # nothing yet / temp file full / under its name
+STALE_TEMP_PATTERN = '.*.pth.*.tmp'  # what lib.utils.io.atomic_write leaves when killed
 
 
 class CheckpointNotFoundError(FileNotFoundError, ValueError):
@@ -45,6 +53,11 @@ class CheckpointFormatError(ValueError):
 
 class CheckpointMismatchError(ValueError):
     """The state_dict belongs to another architecture than the model it is loaded into."""
+
+
+class NonFiniteWeightsError(CheckpointFormatError):
+    """A weight tensor holds NaN or inf: the model would predict garbage (and could score as
+    perfect, since NaN compares as nothing), so it is refused before any evaluation."""
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = 'cpu') -> Any:
@@ -65,7 +78,8 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = 'cpu') -> 
             f'convert it once, explicitly: python tools/convert_checkpoint.py --in {path} '
             f'--out NEW.pth and use NEW.pth instead.'
         ) from error
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, TypeError,
+            AttributeError) as error:  # a non-checkpoint can trip the unpickler anywhere
         raise CheckpointFormatError(
             f'{str(path)!r} is not a readable PyTorch checkpoint: {error!r}'
         ) from error
@@ -172,16 +186,91 @@ def load_state_dict_strict(
     model.load_state_dict(state_dict, strict=True)
 
 
+def check_finite_weights(state_dict: Mapping[str, torch.Tensor], source: str | os.PathLike
+                         ) -> None:
+    """Raise NonFiniteWeightsError naming the first tensor (and ``source``) holding NaN/inf."""
+    for key, tensor in state_dict.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise NonFiniteWeightsError(
+                f'{str(source)!r}: tensor {key!r} holds {bad} non-finite value(s) (NaN or inf) '
+                f'out of {tensor.numel()}; these weights are broken (a diverged training?)')
+
+
 def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
     """The weights of a checkpoint or model-zoo state_dict file into ``model``, strictly (any
-    mismatch is an error naming the file); loaded with weights_only=True."""
-    load_state_dict_strict(model, extract_state_dict(load_checkpoint_file(path)), path)
+    mismatch is an error naming the file); loaded with weights_only=True. A NaN or inf in
+    any weight is an error naming the tensor and the file."""
+    state_dict = extract_state_dict(load_checkpoint_file(path))
+    check_finite_weights(state_dict, path)
+    load_state_dict_strict(model, state_dict, path)
+
+
+_saves_started: dict[str, int] = {}
+
+
+def _kill_point(name: str, stage: str) -> None:
+    """Signal this process here when HRNET_KILL_IN_SAVE names this save and stage: a kill at
+    an exact point of a save, for the kill tests, independent of timing."""
+    wanted = os.environ.get(KILL_IN_SAVE_VARIABLE, '')
+    if not wanted:
+        return
+    if stage == 'begin':
+        _saves_started[name] = _saves_started.get(name, 0) + 1
+    file_name, wanted_stage, nth, signal_name = (wanted.split(':') + ['', '', ''])[:4]
+    if (file_name == name and wanted_stage == stage
+            and _saves_started.get(name, 0) == int(nth or 1)):
+        logger.warning('=> %s=%s: signalling this process', KILL_IN_SAVE_VARIABLE, wanted)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        if signal_name == 'INT':  # a Ctrl-C, even where the parent started us ignoring SIGINT
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.kill(os.getpid(), getattr(signal, f'SIG{signal_name or "KILL"}'))
+
+
+def _no_space_left(error: BaseException) -> bool:
+    """Whether ENOSPC is anywhere in the chain (torch.save buries it under a RuntimeError)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through the atomic writer: a crash mid-write never leaves a truncated
-    checkpoint under the final name."""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
+    checkpoint under the final name. A full disk is an OSError(ENOSPC) naming the file (the
+    previous file under that name is kept)."""
+    path = Path(path)
+    _kill_point(path.name, 'begin')
+
+    def write(handle: Any) -> None:
+        torch.save(obj, handle)
+        handle.flush()
+        _kill_point(path.name, 'written')
+
+    try:
+        atomic_write(path, write)
+    except (OSError, RuntimeError) as error:
+        if _no_space_left(error):
+            raise OSError(errno.ENOSPC, 'no space left on device', str(path)) from error
+        raise
+    _kill_point(path.name, 'renamed')
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary checkpoint files that a killed save left in ``folder``; returns
+    them. Only one run writes a run folder's checkpoints, so at its start none is live."""
+    stale = sorted(Path(folder).glob(STALE_TEMP_PATTERN))
+    for temp in stale:
+        temp.unlink(missing_ok=True)
+        logger.info('=> removed %s, left by an interrupted save', temp)
+    return stale
 
 
 class PretrainedLoad(NamedTuple):

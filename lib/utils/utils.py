@@ -14,8 +14,10 @@ from torch import nn
 from lib.utils.checkpoint import save_atomic
 from lib.utils.model_summary import get_model_summary
 
-__all__ = ["create_logger", "get_optimizer", "save_checkpoint", "get_model_summary",
-           "run_name"]
+__all__ = ["create_logger", "get_optimizer", "save_checkpoint", "last_saved_checkpoint",
+           "get_model_summary", "run_name"]
+
+_last_saved: list[str] = []  # the checkpoint this process wrote last (for an interrupt message)
 
 _LOG_FORMAT = "%(asctime)-15s %(message)s"
 
@@ -77,11 +79,21 @@ def get_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
 
 def save_checkpoint(states: dict[str, Any], is_best: bool, output_dir: str,
                     filename: str = "checkpoint.pth") -> None:
-    """Write the checkpoint and, when best, model_best.pth from states['best_state_dict'].
+    """Write model_best.pth (when best, from states['best_state_dict']), then the checkpoint.
 
-    Both are written to a temporary file and renamed, so an interrupted write never
-    replaces a good file with a broken one.
+    Each file is written to a temporary file and renamed, so an interrupted write never
+    replaces a good file with a broken one. model_best.pth goes first: a kill between the
+    two leaves the previous checkpoint, whose resumed epoch writes the same model_best again
+    (and the engine re-writes a model_best.pth that is missing or differs from the
+    checkpoint's best_state_dict at resume).
     """
-    save_atomic(states, os.path.join(output_dir, filename))
-    if is_best and "best_state_dict" in states:
+    if is_best and states.get("best_state_dict") is not None:
         save_atomic(states["best_state_dict"], os.path.join(output_dir, "model_best.pth"))
+    path = os.path.join(output_dir, filename)
+    save_atomic(states, path)
+    _last_saved[:] = [path]
+
+
+def last_saved_checkpoint() -> str:
+    """The checkpoint file this process wrote last, or '' (for the Ctrl-C message)."""
+    return _last_saved[0] if _last_saved else ""
