@@ -14,7 +14,6 @@ import torch
 from lib.config import cfg as default_cfg
 from lib.dataset import COCODataset, MPIIDataset, SpeedDataset
 from lib.dataset.augmentation import CropAugmentation
-from lib.spacecraft.renderer import write_speed_synthetic
 from lib.utils.transforms import input_transform
 from tests.datagen import fixture_cfg, make_coco_fixture, make_mpii_fixture
 from tests.reference_pipeline import reference_getitem
@@ -34,13 +33,6 @@ def coco_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def speed_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("speed")
-    write_speed_synthetic(root, 6, 4, 3, seed=11, width=320, height=200, show_progress=False)
-    return root
-
-
 def _seed(seed: int) -> None:
     np.random.seed(seed)
     random.seed(seed)
@@ -51,7 +43,7 @@ def _random_state() -> tuple:
 
 
 def _coco(root, **options) -> COCODataset:
-    cfg = fixture_cfg("coco", root, **{f"DATASET__{k}": v for k, v in options.items()})
+    cfg = fixture_cfg("coco", root, {f"DATASET.{k}": v for k, v in options.items()})
     return COCODataset(cfg, str(root), "train2017", True, input_transform())
 
 
@@ -100,8 +92,8 @@ def test_coco_items_get_noise_and_shift_when_asked(coco_root):
 
 def test_mpii_items_get_the_photometric_steps(tmp_path):
     info = make_mpii_fixture(tmp_path, num_train=1, num_valid=1)
-    cfg = fixture_cfg("mpii", info["root"], DATASET__PROB_BRIGHTNESS_CONTRAST=1.0,
-                      DATASET__CONTRAST_FACTOR=0.5)
+    cfg = fixture_cfg("mpii", info["root"], {"DATASET.PROB_BRIGHTNESS_CONTRAST": 1.0,
+                                             "DATASET.CONTRAST_FACTOR": 0.5})
     plain = MPIIDataset(fixture_cfg("mpii", info["root"]), info["root"], "train", True,
                         input_transform())
     bright = MPIIDataset(cfg, info["root"], "train", True, input_transform())
@@ -112,19 +104,12 @@ def test_mpii_items_get_the_photometric_steps(tmp_path):
     assert torch.equal(changed[1], reference[1]) and not torch.equal(changed[0], reference[0])
 
 
-def _speed_cfg(full_image: bool = False, **options):
-    cfg = default_cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.NUM_JOINTS = 11
-    cfg.MODEL.IMAGE_SIZE = [64, 48] if full_image else [64, 64]
-    cfg.MODEL.HEATMAP_SIZE = [16, 12] if full_image else [16, 16]
-    cfg.DATASET.DATASET = "speed"
-    cfg.DATASET.KEYPOINTS_FILE = "keypoints.json"
-    cfg.DATASET.FLIP = False
-    cfg.DATASET.SPEED_FULL_IMAGE = full_image
-    for key, value in options.items():
-        cfg.DATASET[key] = value
-    return cfg
+def _speed_cfg(speed_cfg, make_cfg, full_image: bool, options: dict):
+    """conftest's spacecraft setting; the coarse model's whole-image crop when ``full_image``;
+    ``options`` are DATASET keys."""
+    size = {"MODEL.IMAGE_SIZE": [64, 48], "MODEL.HEATMAP_SIZE": [16, 12]} if full_image else {}
+    return make_cfg(speed_cfg, {**size, "DATASET.SPEED_FULL_IMAGE": full_image,
+                                **{f"DATASET.{key}": value for key, value in options.items()}})
 
 
 def _digest(items) -> str:
@@ -149,8 +134,9 @@ def _digest(items) -> str:
     (False, EVERY_STEP, "34dc28833417d575"),
     (True, COARSE, "be1b05493ba92623"),
 ])
-def test_spacecraft_items_are_pinned(speed_root, full_image, options, digest):
-    ds = SpeedDataset(_speed_cfg(full_image, **options), str(speed_root), "train", True,
-                      input_transform())
+def test_spacecraft_items_are_pinned(speed_root, speed_cfg, make_cfg, full_image, options,
+                                     digest):
+    ds = SpeedDataset(_speed_cfg(speed_cfg, make_cfg, full_image, options), str(speed_root),
+                      "train", True, input_transform())
     _seed(5)
     assert _digest([ds[i % len(ds)] for i in range(12)]) == digest

@@ -42,9 +42,8 @@ def fixture(tmp_path_factory):
     return {"root": str(root), "val": val, "train": train}
 
 
-def _dataset(fixture, image_set="val2017", is_train=False, transform=NORMALIZE, **overrides):
-    overrides.setdefault("TEST__USE_GT_BBOX", True)
-    cfg = fixture_cfg("coco", fixture["root"], **overrides)
+def _dataset(fixture, image_set="val2017", is_train=False, transform=NORMALIZE, overrides=None):
+    cfg = fixture_cfg("coco", fixture["root"], {"TEST.USE_GT_BBOX": True, **(overrides or {})})
     return cfg, coco(cfg, fixture["root"], image_set, is_train, transform)
 
 
@@ -74,7 +73,7 @@ def test_box_helpers_hand_computed(fixture):
     center, scale = ds._box_to_center_scale(10, 20, 40, 80)  # input 96 x 128: aspect 0.75
     np.testing.assert_allclose(center, [30, 60])
     np.testing.assert_allclose(scale, [60 / 200 * 1.25, 80 / 200 * 1.25])  # widened to 60
-    _, padded = _dataset(fixture, DATASET__BBOX_PADDING=1.5)
+    _, padded = _dataset(fixture, overrides={"DATASET.BBOX_PADDING": 1.5})
     np.testing.assert_allclose(padded._box_to_center_scale(0, 0, 150, 100)[1],
                                [150 / 200 * 1.5, 200 / 200 * 1.5])  # heightened to 200
     assert image_id_from_path("/x/images/val2017.zip@/000000397133.jpg") == 397133
@@ -118,8 +117,8 @@ def test_test_item_shapes_dtypes_and_values(fixture):
 
 
 def test_without_transform_the_input_is_the_uint8_crop(fixture):
-    _, plain = _dataset(fixture, transform=None, DATASET__COLOR_RGB=True)
-    _, normed = _dataset(fixture, DATASET__COLOR_RGB=True)
+    _, plain = _dataset(fixture, overrides={"DATASET.COLOR_RGB": True}, transform=None)
+    _, normed = _dataset(fixture, overrides={"DATASET.COLOR_RGB": True})
     crop = plain[0][0]
     assert isinstance(crop, np.ndarray) and crop.dtype == np.uint8 and crop.shape == (128, 96, 3)
     assert torch.equal(NORMALIZE(crop), normed[0][0])
@@ -129,16 +128,16 @@ def test_without_transform_the_input_is_the_uint8_crop(fixture):
     "overrides",
     [
         {},
-        {"DATASET__COLOR_RGB": True, "DATASET__PROB_HALF_BODY": 1.0,
-         "DATASET__NUM_JOINTS_HALF_BODY": 3},
-        {"DATASET__ROT_FACTOR": 45, "DATASET__SCALE_FACTOR": 0.35,
-         "LOSS__USE_DIFFERENT_JOINTS_WEIGHT": True},
+        {"DATASET.COLOR_RGB": True, "DATASET.PROB_HALF_BODY": 1.0,
+         "DATASET.NUM_JOINTS_HALF_BODY": 3},
+        {"DATASET.ROT_FACTOR": 45, "DATASET.SCALE_FACTOR": 0.35,
+         "LOSS.USE_DIFFERENT_JOINTS_WEIGHT": True},
     ],
 )
 @pytest.mark.parametrize("transform", ["normalize", "none", "to_tensor"])
 def test_training_items_equal_the_original_algorithm(fixture, overrides, transform):
     transform = {"normalize": NORMALIZE, "none": None, "to_tensor": T.ToTensor()}[transform]
-    _, ds = _dataset(fixture, "train2017", True, transform, **overrides)
+    _, ds = _dataset(fixture, "train2017", True, transform, overrides)
     flips = 0
     for idx in range(len(ds)):
         for seed in range(10 * idx, 10 * idx + 4):
@@ -149,8 +148,8 @@ def test_training_items_equal_the_original_algorithm(fixture, overrides, transfo
 
 
 def test_detection_items_equal_the_original_algorithm(fixture):
-    _, ds = _dataset(fixture, TEST__USE_GT_BBOX=False,
-                     TEST__COCO_BBOX_FILE=fixture["val"]["det_file"])
+    _, ds = _dataset(fixture, overrides={"TEST.USE_GT_BBOX": False,
+                                         "TEST.COCO_BBOX_FILE": fixture["val"]["det_file"]})
     for idx in range(len(ds)):
         _assert_items_equal(ds[idx], reference_getitem(ds, idx))
 
@@ -163,15 +162,16 @@ def test_same_seed_same_item_other_seed_other_item(fixture):
 
 
 def test_zero_augmentation_training_item_equals_test_item(fixture):
-    _, train = _dataset(fixture, "train2017", True, DATASET__SCALE_FACTOR=0.0,
-                        DATASET__ROT_FACTOR=0, DATASET__FLIP=False)
+    _, train = _dataset(fixture, "train2017", True, overrides={"DATASET.SCALE_FACTOR": 0.0,
+                                                               "DATASET.ROT_FACTOR": 0,
+                                                               "DATASET.FLIP": False})
     _, test = _dataset(fixture, "train2017", False)
     _assert_items_equal(_seeded(0, train.__getitem__, 1), test[1])
 
 
 def test_different_joints_weight(fixture):
     _, plain = _dataset(fixture)
-    _, weighted = _dataset(fixture, LOSS__USE_DIFFERENT_JOINTS_WEIGHT=True)
+    _, weighted = _dataset(fixture, overrides={"LOSS.USE_DIFFERENT_JOINTS_WEIGHT": True})
     expected = plain[0][2].numpy() * COCODataset.joints_weight
     np.testing.assert_array_equal(weighted[0][2].numpy(), expected)
     assert expected[9, 0] in (0, 1.5)  # wrists weigh 1.5
@@ -179,8 +179,8 @@ def test_different_joints_weight(fixture):
 
 def test_detection_records(fixture):
     det_file = fixture["val"]["det_file"]
-    _, ds = _dataset(fixture, TEST__USE_GT_BBOX=False, TEST__COCO_BBOX_FILE=det_file,
-                     TEST__IMAGE_THRE=0.1)
+    _, ds = _dataset(fixture, overrides={"TEST.USE_GT_BBOX": False, "TEST.COCO_BBOX_FILE": det_file,
+                                         "TEST.IMAGE_THRE": 0.1})
     dets = [d for d in fixture["val"]["detections"]
             if d["category_id"] == 1 and d["score"] >= 0.1]
     assert len(ds) == len(dets) == 8  # the 0.05 box and the category-2 box are dropped
@@ -210,10 +210,10 @@ def test_select_data_keeps_boxes_centred_on_their_joints(fixture):
 
 
 def test_build_dataset_and_registry(fixture):
-    cfg = fixture_cfg("coco", fixture["root"], TEST__USE_GT_BBOX=True)
+    cfg = fixture_cfg("coco", fixture["root"], {"TEST.USE_GT_BBOX": True})
     ds = build_dataset(cfg, "val2017", False, NORMALIZE)
     assert isinstance(ds, COCODataset) and len(ds) == 8
-    bad = fixture_cfg("coco", fixture["root"], DATASET__DATASET="cocoo")
+    bad = fixture_cfg("coco", fixture["root"], overrides={"DATASET.DATASET": "cocoo"})
     with pytest.raises(UnknownDatasetError, match="'cocoo'.*coco, mpii"):
         build_dataset(bad, "val2017", False)
 
@@ -232,7 +232,7 @@ def _zip_images(fixture, tmp_path, with_folder):
 @pytest.mark.parametrize("with_folder", [False, True])
 def test_zip_format_reads_the_same_pixels(fixture, tmp_path, with_folder):
     root = _zip_images(fixture, tmp_path, with_folder)
-    cfg = fixture_cfg("coco", root, DATASET__DATA_FORMAT="zip", TEST__USE_GT_BBOX=True)
+    cfg = fixture_cfg("coco", root, {"DATASET.DATA_FORMAT": "zip", "TEST.USE_GT_BBOX": True})
     zipped = coco(cfg, root, "val2017", False, NORMALIZE)
     assert "val2017.zip@" in zipped.db[0]["image"]
     _, plain = _dataset(fixture)
@@ -369,8 +369,8 @@ def _soft_oks_nms_loop(kpts_db, thresh, max_dets=20):
 @pytest.mark.parametrize("in_vis_thre, oks_thre", [(0.0, 0.5), (0.2, 0.9), (0.5, 0.3)])
 def test_rescoring_and_nms_keep_lists_equal_the_original_loop(fixture, soft, in_vis_thre,
                                                               oks_thre):
-    _, ds = _dataset(fixture, TEST__SOFT_NMS=soft, TEST__IN_VIS_THRE=in_vis_thre,
-                     TEST__OKS_THRE=oks_thre)
+    _, ds = _dataset(fixture, overrides={"TEST.SOFT_NMS": soft, "TEST.IN_VIS_THRE": in_vis_thre,
+                                         "TEST.OKS_THRE": oks_thre})
     rng = np.random.default_rng(3)
     base, boxes, paths = _gt_predictions(ds, fixture)
     # five noisy copies of every person: near-duplicates that NMS must thin out
@@ -400,8 +400,8 @@ def test_rescoring_and_nms_keep_lists_equal_the_original_loop(fixture, soft, in_
 
 def test_test_dev_writes_results_and_returns_zeros(tmp_path, caplog):
     info = make_coco_fixture(tmp_path / "data", "test-dev2017", num_images=2)
-    cfg = fixture_cfg("coco", info["root"], TEST__COCO_BBOX_FILE=info["det_file"],
-                      TEST__IMAGE_THRE=0.1)
+    cfg = fixture_cfg("coco", info["root"], {"TEST.COCO_BBOX_FILE": info["det_file"],
+                                             "TEST.IMAGE_THRE": 0.1})
     ds = coco(cfg, info["root"], "test-dev2017", False, NORMALIZE)
     assert len(ds) == 4 and "images/test2017/" in ds.db[0]["image"]
     assert ds[0][0].shape == (3, 128, 96)
@@ -428,7 +428,7 @@ def _copy_annotations(fixture, tmp_path, edit):
 
 
 def test_missing_annotation_file_is_named(tmp_path):
-    cfg = fixture_cfg("coco", str(tmp_path), TEST__USE_GT_BBOX=True)
+    cfg = fixture_cfg("coco", str(tmp_path), {"TEST.USE_GT_BBOX": True})
     with pytest.raises(FileNotFoundError, match="person_keypoints_val2017.json"):
         coco(cfg, str(tmp_path), "val2017", False)
 
@@ -440,7 +440,7 @@ def test_missing_and_corrupt_images_are_named(fixture, tmp_path):
     missing.unlink()
     broken = root / "images" / "val2017" / os.path.basename(fixture["val"]["image_paths"][1])
     broken.write_bytes(b"not a jpeg")
-    cfg = fixture_cfg("coco", str(root), TEST__USE_GT_BBOX=True)
+    cfg = fixture_cfg("coco", str(root), {"TEST.USE_GT_BBOX": True})
     ds = coco(cfg, str(root), "val2017", False, NORMALIZE)
     with pytest.raises(FileNotFoundError, match=f"missing: .*{missing.name}"):
         ds[0]
@@ -453,7 +453,7 @@ def test_wrong_keypoint_count_is_named(fixture, tmp_path):
         data["annotations"][3]["keypoints"] = data["annotations"][3]["keypoints"][:48]
 
     root = _copy_annotations(fixture, tmp_path, edit)
-    cfg = fixture_cfg("coco", root, TEST__USE_GT_BBOX=True)
+    cfg = fixture_cfg("coco", root, {"TEST.USE_GT_BBOX": True})
     ann_id = fixture["val"]["annotations"][3]["id"]
     with pytest.raises(DatasetFormatError,
                        match=rf"person_keypoints_val2017.json: annotation {ann_id} .*48 .*51"):
@@ -461,15 +461,15 @@ def test_wrong_keypoint_count_is_named(fixture, tmp_path):
 
 
 def test_num_joints_must_match_the_data_set(fixture):
-    cfg = fixture_cfg("coco", fixture["root"], MODEL__NUM_JOINTS=16, TEST__USE_GT_BBOX=True)
+    cfg = fixture_cfg("coco", fixture["root"], {"MODEL.NUM_JOINTS": 16, "TEST.USE_GT_BBOX": True})
     with pytest.raises(ValueError, match="NUM_JOINTS is 16 .* 17 joints"):
         coco(cfg, fixture["root"], "val2017", False)
 
 
 def test_empty_data_set_after_filtering(fixture):
     with pytest.raises(DatasetFormatError, match="no samples after filtering.*detections.json"):
-        _dataset(fixture, TEST__USE_GT_BBOX=False, TEST__IMAGE_THRE=1.5,
-                 TEST__COCO_BBOX_FILE=fixture["val"]["det_file"])
+        _dataset(fixture, overrides={"TEST.USE_GT_BBOX": False, "TEST.IMAGE_THRE": 1.5,
+                                     "TEST.COCO_BBOX_FILE": fixture["val"]["det_file"]})
 
 
 @pytest.mark.parametrize("field", ["category_id", "bbox", "score", "image_id"])
@@ -479,17 +479,18 @@ def test_detection_file_without_a_field_is_named(fixture, tmp_path, field):
     path = tmp_path / "dets.json"
     path.write_text(json.dumps(dets))
     with pytest.raises(DatasetFormatError, match=f"dets.json: detection 2 has no '{field}'"):
-        _dataset(fixture, TEST__USE_GT_BBOX=False, TEST__COCO_BBOX_FILE=str(path))
+        _dataset(fixture, overrides={"TEST.USE_GT_BBOX": False, "TEST.COCO_BBOX_FILE": str(path)})
 
 
 def test_detection_file_missing_or_for_unknown_images(fixture, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
-        _dataset(fixture, TEST__USE_GT_BBOX=False, TEST__COCO_BBOX_FILE=str(tmp_path / "nope.json"))
+        _dataset(fixture, overrides={"TEST.USE_GT_BBOX": False,
+                                     "TEST.COCO_BBOX_FILE": str(tmp_path / "nope.json")})
     path = tmp_path / "other.json"
     path.write_text(json.dumps([{"image_id": 5, "category_id": 1, "bbox": [0, 0, 9, 9],
                                  "score": 0.9}]))
     with pytest.raises(DatasetFormatError, match="image 5, which is not in"):
-        _dataset(fixture, TEST__USE_GT_BBOX=False, TEST__COCO_BBOX_FILE=str(path))
+        _dataset(fixture, overrides={"TEST.USE_GT_BBOX": False, "TEST.COCO_BBOX_FILE": str(path)})
 
 
 def test_evaluate_rejects_malformed_predictions(fixture, tmp_path):

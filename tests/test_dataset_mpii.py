@@ -26,9 +26,9 @@ def fixture(tmp_path_factory):
     return make_mpii_fixture(root, num_train=4, num_valid=6, num_test=2, seed=0)
 
 
-def _dataset(fixture, image_set="valid", is_train=False, transform=NORMALIZE, **overrides):
-    cfg = fixture_cfg("mpii", fixture["root"], image_size=(64, 64), heatmap_size=(16, 16),
-                      **overrides)
+def _dataset(fixture, image_set="valid", is_train=False, transform=NORMALIZE, overrides=None):
+    cfg = fixture_cfg("mpii", fixture["root"], overrides, image_size=(64, 64),
+                      heatmap_size=(16, 16))
     return cfg, mpii(cfg, fixture["root"], image_set, is_train, transform)
 
 
@@ -76,8 +76,8 @@ def test_items(fixture):
 
 @pytest.mark.parametrize("half_body", [0.0, 1.0])
 def test_training_items_equal_the_original_algorithm(fixture, half_body):
-    _, ds = _dataset(fixture, "train", True, DATASET__PROB_HALF_BODY=half_body,
-                     DATASET__COLOR_RGB=True)
+    _, ds = _dataset(fixture, "train", True, overrides={"DATASET.PROB_HALF_BODY": half_body,
+                                                        "DATASET.COLOR_RGB": True})
     for idx in range(len(ds)):
         for seed in range(10 * idx, 10 * idx + 5):
             np.random.seed(seed)
@@ -215,7 +215,7 @@ def test_missing_field_and_empty_set(fixture, tmp_path):
 
 
 def test_num_joints_must_match(fixture):
-    cfg = fixture_cfg("mpii", fixture["root"], MODEL__NUM_JOINTS=17)
+    cfg = fixture_cfg("mpii", fixture["root"], overrides={"MODEL.NUM_JOINTS": 17})
     with pytest.raises(ValueError, match="NUM_JOINTS is 17 .* 16 joints"):
         mpii(cfg, fixture["root"], "valid", False)
 

@@ -39,15 +39,15 @@ TINY_HRNET = [
 ]
 
 
-def _opts(data_root, out, **extra):
+def _opts(data_root, out, extra=None):
     opts = TINY_HRNET + [
         "DATASET.ROOT", str(data_root), "OUTPUT_DIR", str(out / "output"),
         "LOG_DIR", str(out / "log"), "WORKERS", "0", "GPUS", "(0,)", "SEED", "7",
         "PRINT_FREQ", "1", "TRAIN.BATCH_SIZE_PER_GPU", "4", "TEST.BATCH_SIZE_PER_GPU", "4",
         "TRAIN.END_EPOCH", "2", "TRAIN.LR", "0.002", "DATASET.PROB_HALF_BODY", "0.0",
     ]
-    for key, value in extra.items():
-        opts += [key.replace("__", "."), str(value)]
+    for key, value in (extra or {}).items():
+        opts += [key, str(value)]
     return opts
 
 
@@ -158,8 +158,8 @@ def test_bf16_channels_last_testing_keeps_the_fixture_ap(trained, coco_root):
 
 def test_auto_resume_is_bit_exact(trained, coco_root, tmp_path):
     out, _ = trained
-    _run("tools/train.py", _opts(coco_root, tmp_path, TRAIN__END_EPOCH=1))
-    proc = _run("tools/train.py", _opts(coco_root, tmp_path, AUTO_RESUME=True))
+    _run("tools/train.py", _opts(coco_root, tmp_path, {"TRAIN.END_EPOCH": 1}))
+    proc = _run("tools/train.py", _opts(coco_root, tmp_path, {"AUTO_RESUME": True}))
     assert "resumed from" in proc.stderr
     resumed = torch.load(tmp_path / "output" / RUN / "final_state.pth", weights_only=True)
     straight = torch.load(out / "output" / RUN / "final_state.pth", weights_only=True)
@@ -170,11 +170,11 @@ def test_auto_resume_is_bit_exact(trained, coco_root, tmp_path):
 
 def test_weight_average_is_what_gets_saved_and_resumes_bit_exactly(coco_root, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    log = _run("tools/train.py", _opts(coco_root, straight, TRAIN__EMA_DECAY=0.9)).stderr
+    log = _run("tools/train.py", _opts(coco_root, straight, {"TRAIN.EMA_DECAY": 0.9})).stderr
     steps_per_epoch = int(re.search(r"Epoch: \[0\]\[0/(\d+)\]", log).group(1))
-    _run("tools/train.py", _opts(coco_root, split, TRAIN__EMA_DECAY=0.9, TRAIN__END_EPOCH=1))
-    proc = _run("tools/train.py", _opts(coco_root, split, TRAIN__EMA_DECAY=0.9,
-                                        AUTO_RESUME=True))
+    _run("tools/train.py", _opts(coco_root, split, {"TRAIN.EMA_DECAY": 0.9, "TRAIN.END_EPOCH": 1}))
+    proc = _run("tools/train.py", _opts(coco_root, split, {"TRAIN.EMA_DECAY": 0.9,
+                                                           "AUTO_RESUME": True}))
     assert "resumed from" in proc.stderr
     final = torch.load(straight / "output" / RUN / "final_state.pth", weights_only=True)
     checkpoint = load_checkpoint_file(str(straight / "output" / RUN / "checkpoint.pth"))
@@ -193,14 +193,14 @@ def test_weight_average_is_what_gets_saved_and_resumes_bit_exactly(coco_root, tm
 
 
 def test_weight_average_decay_must_lie_between_0_and_1(coco_root, tmp_path):
-    proc = _run("tools/train.py", _opts(coco_root, tmp_path, TRAIN__EMA_DECAY=1.5), check=False)
+    proc = _run("tools/train.py", _opts(coco_root, tmp_path, {"TRAIN.EMA_DECAY": 1.5}), check=False)
     assert proc.returncode != 0 and "TRAIN.EMA_DECAY must lie between 0 and 1" in proc.stderr
 
 
 def test_torchrun_two_processes_match_single_process_validation(coco_root, tmp_path):
     # gloo on the CPU unless there is a GPU for each process (then NCCL)
     cpu = torch.cuda.device_count() < 2
-    proc = _run("tools/train.py", _opts(coco_root, tmp_path, TRAIN__END_EPOCH=1), nproc=2,
+    proc = _run("tools/train.py", _opts(coco_root, tmp_path, {"TRAIN.END_EPOCH": 1}), nproc=2,
                 cpu=cpu)
     assert "identical on all 2 ranks" in proc.stderr
     run_dir = tmp_path / "output" / RUN
@@ -223,8 +223,8 @@ def test_torchrun_two_processes_match_single_process_validation(coco_root, tmp_p
 
 
 def test_nan_guard_stops_with_a_clear_message(coco_root, tmp_path):
-    proc = _run("tools/train.py", _opts(coco_root, tmp_path, TRAIN__OPTIMIZER="sgd",
-                                        TRAIN__LR=1e12), check=False)
+    proc = _run("tools/train.py", _opts(coco_root, tmp_path, {"TRAIN.OPTIMIZER": "sgd",
+                                                              "TRAIN.LR": 1e12}), check=False)
     assert proc.returncode == 1
     assert "training loss is" in proc.stderr and "epoch 0, iteration" in proc.stderr
     assert "Last good checkpoint: none written yet" in proc.stderr

@@ -11,11 +11,13 @@ import pytest
 import torch
 import torchvision.transforms as T
 import yaml
+from conftest import SPEED_CFG
 from yacs.config import CfgNode as CN
 
 import lib.core.engine as engine
 import lib.core.speed_two_stage as two_stage
 from lib.config import cfg as default_cfg
+from lib.config import default_config, merge_from_list
 from lib.core.predictor import Predictor
 from lib.dataset.JointsDataset import DatasetFormatError
 from lib.dataset.speed import SpeedDataset
@@ -23,9 +25,8 @@ from lib.models import build_model
 from lib.spacecraft.files import SpeedFileError, read_box_file, write_box_file
 from lib.spacecraft.geometry import project_points
 from lib.spacecraft.pose_solver import pnp_options, solve_poses
-from lib.spacecraft.renderer import write_speed_synthetic
 
-WIDTH, HEIGHT = 240, 150
+WIDTH, HEIGHT = 320, 200  # conftest's shared set
 NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
 TINY_HRNET = {
     "FINAL_CONV_KERNEL": 1,
@@ -35,26 +36,17 @@ TINY_HRNET = {
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("speed")
-    write_speed_synthetic(root, 2, 5, 3, seed=5, width=WIDTH, height=HEIGHT, show_progress=False)
-    return root
+def data_root(speed_root) -> Path:
+    """The session's shared set (validation: img000007-10, 320 x 200)."""
+    return speed_root
 
 
-def fine_cfg(root: Path, **options):
-    cfg = default_cfg.clone()
-    cfg.defrost()
-    cfg.DATASET.DATASET = "speed"
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.KEYPOINTS_FILE = "keypoints.json"
-    cfg.DATASET.TEST_SET = "validation"
-    cfg.MODEL.NUM_JOINTS = 11
-    cfg.MODEL.IMAGE_SIZE = [64, 64]
-    cfg.MODEL.HEATMAP_SIZE = [16, 16]
-    cfg.WORKERS = 0
-    for name, value in options.items():
-        section, key = name.split("__")
-        cfg[section][key] = value
+def fine_cfg(root: Path, options: dict | None = None):
+    """The tests' spacecraft setting (conftest.SPEED_CFG) at ``root``, then dotted-key
+    ``options`` merged as on the command line; left unfrozen for the tests to adjust."""
+    overrides = {**SPEED_CFG, "DATASET.ROOT": str(root), **(options or {})}
+    cfg = default_config()
+    merge_from_list(cfg, [item for pair in overrides.items() for item in pair], check=False)
     return cfg
 
 
@@ -107,24 +99,24 @@ def test_bad_box_file_entries_are_named(tmp_path, entry, message):
 def test_file_source_gives_the_crops_of_its_boxes(data_root, tmp_path):
     names = [e["filename"] for e in json.loads((data_root / "synthetic/validation.json")
                                                .read_text())]
-    boxes = np.array([[10, 20, 40, 40], [0, 0, 60, 30], [100, 50, 20, 80], [5, 5, 10, 10],
-                      [30, 30, 50, 50]], dtype=float)
-    path = write_box_file(str(tmp_path / "det.json"), names, boxes, np.linspace(0.1, 0.5, 5))
-    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="file", TEST__SPEED_BBOX_FILE=path)
+    boxes = np.array([[10, 20, 40, 40], [0, 0, 60, 30], [100, 50, 20, 80], [5, 5, 10, 10]],
+                     dtype=float)
+    path = write_box_file(str(tmp_path / "det.json"), names, boxes, np.linspace(0.1, 0.4, 4))
+    cfg = fine_cfg(data_root, {"TEST.SPEED_BBOX": "file", "TEST.SPEED_BBOX_FILE": path})
     ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE)
     centres = np.array([rec["center"] for rec in ds.db])
     np.testing.assert_allclose(centres, boxes[:, :2] + boxes[:, 2:] / 2)
     sides = np.array([rec["scale"][0] * 200 for rec in ds.db])
     np.testing.assert_allclose(sides, boxes[:, 2:].max(axis=1) * 1.25, rtol=1e-6)
-    assert [rec["score"] for rec in ds.db] == pytest.approx(np.linspace(0.1, 0.5, 5))
+    assert [rec["score"] for rec in ds.db] == pytest.approx(np.linspace(0.1, 0.4, 4))
     # The true landmarks still come along for scoring.
     assert np.all(ds.db[0]["joints_3d_vis"][:, 0] == 1)
 
 
 def test_file_source_names_an_image_without_a_box(data_root, tmp_path):
-    path = write_box_file(str(tmp_path / "det.json"), ["img000003.jpg"], [[0, 0, 9, 9]])
-    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="file", TEST__SPEED_BBOX_FILE=path)
-    with pytest.raises(DatasetFormatError, match="no box for 'img000004.jpg'"):
+    path = write_box_file(str(tmp_path / "det.json"), ["img000007.jpg"], [[0, 0, 9, 9]])
+    cfg = fine_cfg(data_root, {"TEST.SPEED_BBOX": "file", "TEST.SPEED_BBOX_FILE": path})
+    with pytest.raises(DatasetFormatError, match="no box for 'img000008.jpg'"):
         SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE)
 
 
@@ -167,10 +159,16 @@ def true_landmarks(distances) -> np.ndarray:
                      for z in distances])
 
 
-def candidate_cfg(**options):
-    cfg = fine_cfg(Path("/unused"), TEST__SPEED_COARSE_CONF_THRE=-1.0,
-                   TEST__SPEED_COARSE_BOX_ENLARGE=1.0, TEST__PNP_RANSAC_REPROJ_ERR=3.0,
-                   TEST__PNP_RANSAC_ITERS=200, **options)
+def two_stage_cfg(root: Path, cfg_file: str, weights: str, options: dict | None = None):
+    """TEST.SPEED_BBOX 'model' on the set at ``root`` with a coarse model of these files."""
+    return fine_cfg(root, {"TEST.SPEED_BBOX": "model", "TEST.SPEED_COARSE_CFG": cfg_file,
+                           "TEST.SPEED_COARSE_MODEL_FILE": weights, **(options or {})})
+
+
+def candidate_cfg(options: dict | None = None):
+    cfg = fine_cfg(Path("/unused"), {
+        "TEST.SPEED_COARSE_CONF_THRE": -1.0, "TEST.SPEED_COARSE_BOX_ENLARGE": 1.0,
+        "TEST.PNP_RANSAC_REPROJ_ERR": 3.0, "TEST.PNP_RANSAC_ITERS": 200, **(options or {})})
     cfg.freeze()
     return cfg
 
@@ -208,7 +206,7 @@ def test_search_crops_keeps_the_candidate_whose_landmarks_agree_with_their_pose(
         found[~whole, :, :2] += noise[~whole]
         return found
 
-    cfg = candidate_cfg(TEST__SPEED_CROP_REFINE=0, TEST__SPEED_CROP_CANDIDATES=[2.0])
+    cfg = candidate_cfg({"TEST.SPEED_CROP_REFINE": 0, "TEST.SPEED_CROP_CANDIDATES": [2.0]})
     boxes, _ = two_stage.search_crops(cfg, coarse, locate, 640, 400, BODY, CAMERA, None)
     main, loose = (two_stage.boxes_from_landmarks(coarse, -1.0, e, 640, 400)[0]
                    for e in (1.0, 2.0))
@@ -235,7 +233,7 @@ def write_coarse_model(tmp_path: Path) -> tuple[str, str]:
     }
     cfg_file = tmp_path / "coarse.yaml"
     cfg_file.write_text(yaml.safe_dump(coarse))
-    config = two_stage.coarse_config(fine_cfg(tmp_path, TEST__SPEED_COARSE_CFG=str(cfg_file)))
+    config = two_stage.coarse_config(fine_cfg(tmp_path, {"TEST.SPEED_COARSE_CFG": str(cfg_file)}))
     torch.manual_seed(0)
     model = build_model(config, is_train=True)
     weights = tmp_path / "coarse.pth"
@@ -256,12 +254,11 @@ def file_tree(root: Path) -> dict[str, tuple[int, int]]:
 @pytest.mark.parametrize("conf_threshold", [0.1, -1.0])
 def test_model_source_end_to_end_with_a_tiny_coarse_model(data_root, tmp_path, conf_threshold):
     cfg_file, weights = write_coarse_model(tmp_path)
-    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="model", TEST__SPEED_COARSE_CFG=cfg_file,
-                   TEST__SPEED_COARSE_MODEL_FILE=weights,
-                   TEST__SPEED_COARSE_CONF_THRE=conf_threshold)
+    cfg = two_stage_cfg(data_root, cfg_file, weights,
+                        {"TEST.SPEED_COARSE_CONF_THRE": conf_threshold})
     boxes, coarse = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"))
-    assert sorted(coarse) == sorted(boxes) and coarse["img000003.jpg"].shape == (11, 3)
-    assert sorted(boxes) == [f"img{n:06d}.jpg" for n in range(3, 8)]
+    assert sorted(coarse) == sorted(boxes) and coarse["img000007.jpg"].shape == (11, 3)
+    assert sorted(boxes) == [f"img{n:06d}.jpg" for n in range(7, 11)]
     for box, score in boxes.values():
         x, y, w, h = box
         assert 0 <= x and 0 <= y and w >= 1 and h >= 1
@@ -276,7 +273,7 @@ def test_model_source_end_to_end_with_a_tiny_coarse_model(data_root, tmp_path, c
         assert written[name][1] == score
     # The fine data set takes them as its crops.
     ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE, boxes=boxes)
-    assert ds.box_source == "model" and len(ds) == 5
+    assert ds.box_source == "model" and len(ds) == 4
     model_input, _, _, meta = ds[0]
     assert model_input.shape == (3, 64, 64)
     box = boxes[meta["filename"]][0]
@@ -285,9 +282,8 @@ def test_model_source_end_to_end_with_a_tiny_coarse_model(data_root, tmp_path, c
 
 def test_crop_refinement_re_frames_each_crop_on_the_fine_landmarks(data_root, tmp_path):
     cfg_file, weights = write_coarse_model(tmp_path)
-    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="model", TEST__SPEED_COARSE_CFG=cfg_file,
-                   TEST__SPEED_COARSE_MODEL_FILE=weights, TEST__SPEED_COARSE_CONF_THRE=-1.0,
-                   TEST__SPEED_CROP_REFINE=1)
+    cfg = two_stage_cfg(data_root, cfg_file, weights, {"TEST.SPEED_COARSE_CONF_THRE": -1.0,
+                                                 "TEST.SPEED_CROP_REFINE": 1})
     cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
     torch.manual_seed(1)
     fine = build_model(cfg, is_train=False).eval()
@@ -308,9 +304,9 @@ def test_crop_refinement_re_frames_each_crop_on_the_fine_landmarks(data_root, tm
 def test_crop_candidates_end_to_end_each_crop_is_one_candidates_re_framed_box(data_root,
                                                                               tmp_path):
     cfg_file, weights = write_coarse_model(tmp_path)
-    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="model", TEST__SPEED_COARSE_CFG=cfg_file,
-                   TEST__SPEED_COARSE_MODEL_FILE=weights, TEST__SPEED_COARSE_CONF_THRE=-1.0,
-                   TEST__SPEED_CROP_REFINE=1, TEST__SPEED_CROP_CANDIDATES=[1.5, 2.0])
+    cfg = two_stage_cfg(data_root, cfg_file, weights, {"TEST.SPEED_COARSE_CONF_THRE": -1.0,
+                                                 "TEST.SPEED_CROP_REFINE": 1,
+                                                 "TEST.SPEED_CROP_CANDIDATES": [1.5, 2.0]})
     cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
     torch.manual_seed(1)
     fine = build_model(cfg, is_train=False).eval()
@@ -335,9 +331,8 @@ def test_two_stage_inference_writes_nothing_but_the_box_file(data_root, tmp_path
     """The crops pass between the steps in memory: the data folder is left as it was, and the
     output folder gains the one box file."""
     cfg_file, weights = write_coarse_model(tmp_path)
-    cfg = fine_cfg(data_root, TEST__SPEED_BBOX="model", TEST__SPEED_COARSE_CFG=cfg_file,
-                   TEST__SPEED_COARSE_MODEL_FILE=weights, TEST__SPEED_CROP_REFINE=1,
-                   TEST__SPEED_CROP_CANDIDATES=[1.5])
+    cfg = two_stage_cfg(data_root, cfg_file, weights, {"TEST.SPEED_CROP_REFINE": 1,
+                                                 "TEST.SPEED_CROP_CANDIDATES": [1.5]})
     cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
     fine = build_model(cfg, is_train=False).eval()
     out = tmp_path / "out"
@@ -360,7 +355,7 @@ def test_coarse_config_is_read_over_pristine_defaults(tmp_path):
     """tools/train.py merges the fine experiment into the shared defaults; none of it may leak
     into the coarse model's config."""
     cfg_file, _ = write_coarse_model(tmp_path)
-    fine = fine_cfg(Path("/data/speed"), TEST__SPEED_COARSE_CFG=cfg_file)
+    fine = fine_cfg(Path("/data/speed"), {"TEST.SPEED_COARSE_CFG": cfg_file})
     was_frozen = default_cfg.is_frozen()
     default_cfg.defrost()
     default_cfg.MODEL.EXTRA.STAGE3 = CN({"NUM_MODULES": 1})
@@ -380,13 +375,13 @@ def test_coarse_config_is_read_over_pristine_defaults(tmp_path):
 
 def test_model_source_needs_its_files(data_root, tmp_path):
     with pytest.raises(ValueError, match="SPEED_COARSE_MODEL_FILE"):
-        two_stage.two_stage_boxes(fine_cfg(data_root, TEST__SPEED_BBOX="model"),
+        two_stage.two_stage_boxes(fine_cfg(data_root, {"TEST.SPEED_BBOX": "model"}),
                                   "validation", str(tmp_path))
     with pytest.raises(ValueError, match="SPEED_COARSE_CFG"):
-        two_stage.coarse_config(fine_cfg(data_root, TEST__SPEED_BBOX="model"))
+        two_stage.coarse_config(fine_cfg(data_root, {"TEST.SPEED_BBOX": "model"}))
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="coarse model's crops"):
-        SpeedDataset(fine_cfg(data_root, TEST__SPEED_BBOX="model"), str(data_root),
+        SpeedDataset(fine_cfg(data_root, {"TEST.SPEED_BBOX": "model"}), str(data_root),
                      "validation", False, NORMALIZE)
 
 
@@ -399,9 +394,9 @@ def test_engine_hook_runs_the_two_stage_crops_only_for_the_model_source(monkeypa
     monkeypatch.setattr(engine, "build_dataset",
                         lambda cfg, image_set, is_train, transform, **kw: built.append(kw))
     engine._datasets(fine_cfg(tmp_path), train_too=False, output_dir="out")
-    engine._datasets(fine_cfg(tmp_path, TEST__SPEED_BBOX="model"), train_too=True,
+    engine._datasets(fine_cfg(tmp_path, {"TEST.SPEED_BBOX": "model"}), train_too=True,
                      output_dir="out")
-    human = fine_cfg(tmp_path, TEST__SPEED_BBOX="model")
+    human = fine_cfg(tmp_path, {"TEST.SPEED_BBOX": "model"})
     human.DATASET.DATASET = "coco"
     engine._datasets(human, train_too=False, output_dir="out")
     assert calls == [("validation", "out")]
