@@ -11,14 +11,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import importlib.util
+import json
+import shutil
 import signal
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
-from datagen import make_coco_fixture
+from datagen import make_coco_fixture, make_mpii_fixture
 
 from lib.models import build_model
 from lib.utils.checkpoint import KILL_IN_SAVE_VARIABLE, load_checkpoint_file
@@ -296,3 +299,192 @@ def test_ctrl_c_names_the_last_checkpoint_and_exits_130(coco_root, tmp_path, run
         f"interrupted: the last checkpoint is {checkpoint} (resume with AUTO_RESUME True); "
         f"no file was left half-written")
     assert load_checkpoint_file(checkpoint)["epoch"] == 1  # the first epoch's, intact
+
+
+# ------------------------------------------------------------- bad data files, named at load time
+
+MPII_CFG = "experiments/mpii/hrnet/w32_256x256_adam_lr1e-3.yaml"
+SPEED_CFG = "experiments/speed/hrnet/demo_fine.yaml"
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory: pytest.TempPathFactory, speed_root: Path, coco_root: Path,
+             make_cfg) -> dict[str, Path]:
+    """Data a user might really hand over: an MPII set without gt_valid.mat, SPEED sets whose
+    camera.json or labels are wrong, folders and files with nothing for infer.py to read."""
+    from lib.spacecraft.files import read_labels, write_submission
+
+    folder = tmp_path_factory.mktemp("bad_data")
+    paths: dict[str, Path] = {}
+    paths["mpii"] = folder / "mpii"
+    make_mpii_fixture(paths["mpii"], num_train=2, num_valid=2, seed=0)
+    paths["mpii_weights"] = folder / "mpii_tiny.pth"
+    torch.manual_seed(0)
+    torch.save(build_model(make_cfg(MPII_CFG, TINY_HRNET), is_train=False).state_dict(),
+               paths["mpii_weights"])
+
+    paths["speed_camera"] = folder / "speed_camera"
+    shutil.copytree(speed_root, paths["speed_camera"])
+    camera_file = paths["speed_camera"] / "camera.json"
+    camera = json.loads(camera_file.read_text())
+    camera["Nu"], camera["Nv"] = 1920, 1200  # SLAB's numbers, for images of 320 x 200
+    camera_file.write_text(json.dumps(camera))
+
+    paths["speed_behind"] = folder / "speed_behind"
+    shutil.copytree(speed_root, paths["speed_behind"])
+    labels_file = paths["speed_behind"] / "synthetic" / "validation.json"
+    entries = json.loads(labels_file.read_text())
+    write_submission(folder / "submission.csv", *_poses_of(read_labels(labels_file)))
+    paths["submission"] = folder / "submission.csv"
+    entries[1]["r_Vo2To_vbs_true"][2] *= -1  # a sign flipped by hand
+    labels_file.write_text(json.dumps(entries))
+    paths["behind_labels"] = labels_file
+
+    def variant(name: str, source: Path, relative: str, edit) -> None:
+        """paths[name]: a copy of the data set ``source`` with its JSON file ``relative``
+        edited in place (edit returns the new content, or None when it changed its argument)."""
+        paths[name] = folder / name
+        shutil.copytree(source, paths[name])
+        path = paths[name] / relative
+        data = json.loads(path.read_text())
+        changed = edit(data)
+        path.write_text(changed if isinstance(changed, str) else json.dumps(data))
+
+    coco_train = "annotations/person_keypoints_train2017.json"
+    variant("coco_cut_json", coco_root, coco_train, lambda d: json.dumps(d)[:300])
+    variant("coco_kp_count", coco_root, coco_train,
+            lambda d: d["annotations"][0].update(keypoints=d["annotations"][0]["keypoints"][:48]))
+    variant("coco_no_kp", coco_root, coco_train, lambda d: d["annotations"][0].pop("keypoints"))
+    variant("mpii_not_list", paths["mpii"], "annot/train.json", lambda d: json.dumps({"0": d}))
+    variant("mpii_no_vis", paths["mpii"], "annot/train.json", lambda d: d[1].pop("joints_vis"))
+    (paths["mpii"] / "annot" / "gt_valid.mat").unlink()  # after the copies, which keep theirs
+    speed_train = "synthetic/train.json"
+    variant("speed_half", speed_root, speed_train, lambda d: d[0].pop("r_Vo2To_vbs_true"))
+    variant("speed_twice", speed_root, speed_train,
+            lambda d: d[2].update(filename=d[1]["filename"]))
+    variant("speed_q3", speed_root, speed_train,
+            lambda d: d[3].update(q_vbs2tango_true=d[3]["q_vbs2tango_true"][:3]))
+    variant("speed_camera_zero", speed_root, "camera.json", lambda d: d.update(Nu=0))
+    variant("speed_no_landmarks", speed_root, "camera.json", lambda d: None)
+    (paths["speed_no_landmarks"] / "keypoints.json").unlink()
+
+    rows = paths["submission"].read_text().splitlines()
+    paths["sub_7_columns"] = folder / "sub_7_columns.csv"
+    paths["sub_7_columns"].write_text("\n".join([rows[0], rows[1].rsplit(",", 1)[0], *rows[2:]]))
+    paths["sub_nan"] = folder / "sub_nan.csv"
+    cells = rows[2].split(",")
+    paths["sub_nan"].write_text("\n".join([*rows[:2], ",".join([*cells[:5], "nan", *cells[6:]]),
+                                           *rows[3:]]))
+    paths["clean_labels"] = speed_root / "synthetic" / "validation.json"
+
+    paths["empty_dir"] = folder / "empty"
+    paths["empty_dir"].mkdir()
+    paths["text_dir"] = folder / "notes"
+    paths["text_dir"].mkdir()
+    (paths["text_dir"] / "readme.txt").write_text("images come tomorrow\n")
+    paths["broken_dir"] = folder / "broken"
+    paths["broken_dir"].mkdir()
+    (paths["broken_dir"] / "frame.jpg").write_bytes(b"")  # an interrupted copy
+    paths["text_file"] = paths["text_dir"] / "readme.txt"
+    return paths
+
+
+def _poses_of(labels):
+    return ([label.filename for label in labels], np.stack([label.q for label in labels]),
+            np.stack([label.r for label in labels]))
+
+
+def _train_args(cfg: str, root: str, out: Path, *extra: str) -> list[str]:
+    tiny = [] if cfg == SPEED_CFG else TINY_HRNET
+    return ["--cfg", cfg, *tiny, "DATASET.ROOT", root, "OUTPUT_DIR", str(out / "output"),
+            "LOG_DIR", str(out / "log"), "WORKERS", "0", "GPUS", "(0,)",
+            "TRAIN.BATCH_SIZE_PER_GPU", "2", "TEST.BATCH_SIZE_PER_GPU", "2",
+            "TRAIN.END_EPOCH", "1", *extra]
+
+
+# (id, script, arguments (with {name} for a path of bad_data, {out} for the run folder), the
+# text the error line must hold (formatted the same way)).
+DATA_CASES = [
+    ("mpii gt_valid.mat missing", "tools/train.py",
+     ["@train", MPII_CFG, "{mpii}"], "MPII ground-truth file not found: {mpii}/annot/gt_valid.mat"),
+    ("mpii gt_valid.mat missing for test", "tools/test.py",
+     ["@train", MPII_CFG, "{mpii}", "TEST.MODEL_FILE", "{mpii_weights}"],
+     "MPII ground-truth file not found: {mpii}/annot/gt_valid.mat"),
+    ("speed camera size not the images'", "tools/train.py",
+     ["@train", SPEED_CFG, "{speed_camera}"],
+     "{speed_camera}/camera.json: Nu x Nv = 1920 x 1200 but the image "
+     "{speed_camera}/synthetic/images/img0000"),
+    ("speed position behind the camera", "tools/train.py",
+     ["@train", SPEED_CFG, "{speed_behind}"],
+     "{behind_labels}: entry 1 ('img000008.jpg'): 'r_Vo2To_vbs_true' z = -"),
+    ("speed_score labels behind the camera", "tools/speed_score.py",
+     ["--gt", "{behind_labels}", "--submission", "{submission}"],
+     "{behind_labels}: entry 1 ('img000008.jpg'): 'r_Vo2To_vbs_true' z = -"),
+    ("coco annotations cut short", "tools/train.py", ["@train", CFG, "{coco_cut_json}"],
+     "COCO annotation file is not valid JSON: {coco_cut_json}/annotations/"
+     "person_keypoints_train2017.json"),
+    ("coco 16 keypoints", "tools/train.py", ["@train", CFG, "{coco_kp_count}"],
+     "{coco_kp_count}/annotations/person_keypoints_train2017.json: annotation"),
+    ("coco annotation without keypoints", "tools/train.py", ["@train", CFG, "{coco_no_kp}"],
+     "person_keypoints_train2017.json: annotation"),
+    ("mpii annotations not a list", "tools/train.py", ["@train", MPII_CFG, "{mpii_not_list}"],
+     "MPII annotation file must hold a list: {mpii_not_list}/annot/train.json"),
+    ("mpii entry without joints_vis", "tools/train.py", ["@train", MPII_CFG, "{mpii_no_vis}"],
+     "{mpii_no_vis}/annot/train.json: entry 1 has no 'joints_vis' field"),
+    ("speed half a pose", "tools/train.py", ["@train", SPEED_CFG, "{speed_half}"],
+     "{speed_half}/synthetic/train.json: entry 0 ('img000001.jpg'): has half a pose"),
+    ("speed filename twice", "tools/train.py", ["@train", SPEED_CFG, "{speed_twice}"],
+     "{speed_twice}/synthetic/train.json: entry 2 ('img000002.jpg'): filename listed twice"),
+    ("speed quaternion of 3", "tools/train.py", ["@train", SPEED_CFG, "{speed_q3}"],
+     "entry 3 ('img000004.jpg'): 'q_vbs2tango_true' must be 4 finite numbers"),
+    ("speed camera of width 0", "tools/train.py", ["@train", SPEED_CFG, "{speed_camera_zero}"],
+     "{speed_camera_zero}/camera.json: image size must be positive, got Nu=0"),
+    ("speed landmarks missing", "tools/train.py", ["@train", SPEED_CFG, "{speed_no_landmarks}"],
+     "{speed_no_landmarks}/keypoints.json: landmark file not found"),
+    ("speed_score row of 7 columns", "tools/speed_score.py",
+     ["--gt", "{clean_labels}", "--submission", "{sub_7_columns}"], "{sub_7_columns}: line 2"),
+    ("speed_score nan in a row", "tools/speed_score.py",
+     ["--gt", "{clean_labels}", "--submission", "{sub_nan}"],
+     "{sub_nan}: line 3: x = 'nan' is not a finite number"),
+    ("speed_score labels missing", "tools/speed_score.py",
+     ["--gt", "{out}/validation.json", "--submission", "{submission}"],
+     "{out}/validation.json"),
+    ("infer empty folder", "tools/infer.py",
+     ["--cfg", CFG, "--image", "{empty_dir}", "--out", "{out}/infer"],
+     "--image: no images to read in the folder {empty_dir} (no file ending in .jpg"),
+    ("infer folder of non-images", "tools/infer.py",
+     ["--cfg", CFG, "--image", "{text_dir}", "--out", "{out}/infer"],
+     "--image: no images to read in the folder {text_dir} (no file ending in .jpg"),
+    ("infer folder of unreadable images", "tools/infer.py",
+     ["--cfg", CFG, "--image", "{broken_dir}", "--out", "{out}/infer"],
+     "no images to read in the folder {broken_dir} (1 file(s) with an image extension, none "
+     "readable)"),
+    ("infer a text file", "tools/infer.py",
+     ["--cfg", CFG, "--image", "{text_file}", "--out", "{out}/infer"],
+     "--image: {text_file} is not an image OpenCV can read"),
+    ("infer a missing path", "tools/infer.py",
+     ["--cfg", CFG, "--image", "{out}/nowhere", "--out", "{out}/infer"],
+     "--image: {out}/nowhere does not exist"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("script", "arguments", "expected"),
+                         [case[1:] for case in DATA_CASES], ids=[case[0] for case in DATA_CASES])
+def test_bad_data_is_one_line_naming_the_file(script, arguments, expected, bad_data,
+                                               run_folder, run_tool):
+    names = {**{k: str(v) for k, v in bad_data.items()}, "out": str(run_folder)}
+    filled = [a.format(**names) for a in arguments]
+    if filled[0] == "@train":
+        filled = _train_args(filled[1], filled[2], run_folder, *filled[3:])
+    before = _digests(run_folder)
+    done = run_tool(script, *filled, check=False, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert lines and "error: " in lines[-1] and expected.format(**names) in lines[-1], lines[-3:]
+    assert sum("error:" in line for line in lines) == 1
+    after = _digests(run_folder)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert not [k for k in after if k not in before and k.endswith(".pth")]
+    assert not (run_folder / "infer").exists()  # infer.py stops before making its folder

@@ -139,6 +139,29 @@ def test_new_keys_below_extra_from_command_line():
     assert c.MODEL.EXTRA.NUM_LAYERS == 18 and c.MODEL.IMAGE_SIZE == [64, 48]
 
 
+def test_a_misspelt_key_under_extra_is_refused_with_the_closest_one():
+    c = cfg.clone()
+    with pytest.raises(ConfigValueError, match=r"MODEL\.EXTRA\.FINAL_CONV_KERNL is not a key any "
+                                               r"model reads; did you mean FINAL_CONV_KERNEL"):
+        merge_from_list(c, ["MODEL.EXTRA.FINAL_CONV_KERNL", "3"])
+    merge_from_list(cfg.clone(), ["MODEL.EXTRA.STAGE5", "{}"])  # a deeper HRNet: a model key
+
+
+def test_the_known_extra_keys_are_those_the_models_read():
+    """Every MODEL.EXTRA key read in lib/models is known to check_config (and no more)."""
+    import re
+    from pathlib import Path
+
+    from lib.config.checks import HRNET_STAGE_KEY, MODEL_EXTRA_KEYS
+
+    source = "".join(path.read_text() for path in Path("lib/models").glob("*.py"))
+    read = set(re.findall(r"extra(?:\.get\(|\[|\.)['\"]?([A-Z][A-Z0-9_]+)", source))
+    # keys named in messages; the lookahead leaves out the placeholder "STAGE<k>"
+    read |= set(re.findall(r"MODEL\.EXTRA\.([A-Z][A-Z0-9_]+)(?![A-Z0-9_<])", source))
+    read = {key for key in read if not HRNET_STAGE_KEY.fullmatch(key)}
+    assert read == set(MODEL_EXTRA_KEYS)
+
+
 def test_missing_config_file():
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         merge_from_file(cfg.clone(), "nope.yaml")

@@ -500,3 +500,83 @@ def test_evaluate_rejects_malformed_predictions(fixture, tmp_path):
         ds.evaluate(cfg, preds[:, :16], str(tmp_path), boxes, paths)
     with pytest.raises(ValueError, match="8 preds, 7 boxes"):
         ds.evaluate(cfg, preds, str(tmp_path), boxes[:7], paths)
+
+
+def test_non_finite_and_absurd_keypoints_are_dropped_with_one_warning(fixture, tmp_path, caplog):
+    from lib.utils.vis import save_batch_image_with_joints
+
+    first_image = {}
+
+    def edit(data):
+        first_image["id"] = image_id = data["images"][0]["id"]
+        mine = [a for a in data["annotations"] if a["image_id"] == image_id]
+        first_image["y"] = mine[0]["keypoints"][3 * 2 + 1]
+        mine[0]["keypoints"][3 * 2:3 * 2 + 3] = [float("nan"), first_image["y"], 2]
+        mine[1]["keypoints"][3 * 5:3 * 5 + 3] = [1e30, 10, 2]
+        mine[1]["keypoints"][3 * 16:3 * 16 + 3] = [10, float("inf"), 1]
+
+    root = _copy_annotations(fixture, tmp_path, edit)
+    shutil.copytree(os.path.join(fixture["root"], "images"), os.path.join(root, "images"))
+    _, clean = _dataset(fixture)
+    with caplog.at_level("WARNING"):
+        _, ds = _dataset({"root": root})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    ann_file = os.path.join(root, "annotations", "person_keypoints_val2017.json")
+    assert len(warnings) == 1
+    assert warnings[0] == (
+        f"=> {ann_file}: 3 keypoint(s) not finite or beyond 1e+06 pixels, dropped (visibility "
+        f"0); the first: person 0 (image {first_image['id']}), joint 2 = "
+        f"[nan, {float(first_image['y'])}]")
+    assert len(ds.db) == len(clean.db)
+    for n, rec in enumerate(ds.db):
+        bad = {0: [2], 1: [5, 16]}.get(n, [])
+        for joint in range(17):
+            if joint in bad:
+                assert rec["joints_3d"][joint].tolist() == [0, 0, 0]
+                assert rec["joints_3d_vis"][joint].tolist() == [0, 0, 0]
+            else:
+                np.testing.assert_array_equal(rec["joints_3d"][joint],
+                                              clean.db[n]["joints_3d"][joint])
+                np.testing.assert_array_equal(rec["joints_3d_vis"][joint],
+                                              clean.db[n]["joints_3d_vis"][joint])
+    # the DEBUG drawing of the ground truth draws what is left instead of crashing
+    image, target, weight, meta = ds[1]
+    assert torch.isfinite(target).all() and weight[5, 0] == 0 and weight[16, 0] == 0
+    out = tmp_path / "debug_gt.jpg"
+    save_batch_image_with_joints(image[None], meta["joints"][None], meta["joints_vis"][None],
+                                 str(out))
+    assert cv2.imread(str(out)) is not None
+
+
+def test_clean_annotations_give_no_warning(fixture, caplog):
+    with caplog.at_level("WARNING"):
+        _dataset(fixture)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_truncated_jpeg_is_named_once(tmp_path, caplog):
+    from lib.utils import image_io
+
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", pixels)
+    data = encoded.tobytes()
+    assert ok and data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
+    whole, padded, cut = tmp_path / "whole.jpg", tmp_path / "padded.jpg", tmp_path / "cut.jpg"
+    whole.write_bytes(data)
+    padded.write_bytes(data + b"\x00" * 5000)  # past the 4096 bytes read: still found
+    cut.write_bytes(data[: len(data) // 2])
+    assert image_io.jpeg_is_truncated(data[:2], data[len(data) // 2 - 10: len(data) // 2])
+    assert not image_io.jpeg_is_truncated(b"\x89P", b"no end marker")  # not a JPEG
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            for path in (whole, padded, cut):
+                assert image_io.read_image(str(path)).shape == (48, 64, 3)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"=> truncated JPEG (no end marker FF D9): {cut} decodes with its "
+                        f"missing rows grey; re-copy or re-download it"]
+    # OpenCV refuses a JPEG cut short inside a zip archive outright: an error naming the member
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.jpg", data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"not an image\\): {archive}@a.jpg"):
+        image_io.read_image(f"{archive}@a.jpg", data_format="zip")

@@ -225,7 +225,56 @@ def test_evaluate_errors(fixture, tmp_path):
     with pytest.raises(ValueError, match="5 predictions for 6 labelled samples"):
         ds.evaluate(cfg, _perfect_preds(fixture)[:5], str(tmp_path))
     root = _edited_root(fixture, tmp_path, lambda entries: None)
-    os.remove(os.path.join(root, "annot", "gt_valid.mat"))
+    gt_file = os.path.join(root, "annot", "gt_valid.mat")
     moved = mpii(fixture_cfg("mpii", root), root, "valid", False)
+    os.remove(gt_file)
     with pytest.raises(FileNotFoundError, match="gt_valid.mat"):
         moved.evaluate(cfg, _perfect_preds(fixture), str(tmp_path))
+
+
+def test_missing_gt_file_is_named_at_construction(fixture, tmp_path):
+    root = _edited_root(fixture, tmp_path, lambda entries: None)
+    gt_file = os.path.join(root, "annot", "gt_valid.mat")
+    os.remove(gt_file)
+    # before any epoch: the validation set refuses to be built, naming the file
+    with pytest.raises(FileNotFoundError, match=f"not found: {gt_file} "):
+        mpii(fixture_cfg("mpii", root), root, "valid", False)
+    # training from the same split, and the unlabelled test split, need no such file
+    assert len(mpii(fixture_cfg("mpii", root), root, "valid", True)) == 6
+    assert len(mpii(fixture_cfg("mpii", root), root, "test", False)) == 2
+
+
+def test_non_finite_and_absurd_joints_are_dropped_with_one_warning(fixture, tmp_path, caplog):
+    def edit(entries):
+        entries[1]["joints"][3] = [float("nan"), 40.0]
+        entries[1]["joints_vis"][3] = 1
+        entries[4]["joints"][0] = [1e30, 5.0]
+        entries[4]["joints"][9] = [7.0, float("-inf")]
+
+    root = _edited_root(fixture, tmp_path, edit)
+    shutil.copytree(os.path.join(fixture["root"], "images"), os.path.join(root, "images"))
+    with caplog.at_level("WARNING"):
+        _, ds = _dataset({"root": root})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    ann_file = os.path.join(root, "annot", "valid.json")
+    image = fixture["valid"][1]["image"]
+    assert warnings[0].startswith(f"=> {ann_file}: 3 keypoint(s) not finite or beyond 1e+06")
+    assert f"the first: entry 1 ({image}), joint 3 = [nan, 39.0]" in warnings[0]
+    for n, joint in [(1, 3), (4, 0), (4, 9)]:
+        np.testing.assert_array_equal(ds.db[n]["joints_3d"][joint], [0, 0, 0])
+        np.testing.assert_array_equal(ds.db[n]["joints_3d_vis"][joint], [0, 0, 0])
+    # the other joints keep their values (1-based -> 0-based) and visibilities
+    entry = fixture["valid"][4]
+    np.testing.assert_allclose(ds.db[4]["joints_3d"][5, :2], np.array(entry["joints"][5]) - 1)
+    assert ds.db[4]["joints_3d_vis"][5, 0] == entry["joints_vis"][5]
+    assert all(np.isfinite(rec["joints_3d"]).all() for rec in ds.db)
+    _, target, weight, meta = ds[1]
+    assert torch.isfinite(target).all() and weight[3, 0] == 0
+    assert np.isfinite(meta["joints"]).all()
+
+
+def test_clean_file_gives_no_warning(fixture, caplog):
+    with caplog.at_level("WARNING"):
+        _dataset(fixture)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

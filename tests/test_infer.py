@@ -123,3 +123,40 @@ def test_infer_spacecraft_two_stage(tmp_path):
         assert len(record["keypoints"]) == 11 and len(record["q"]) == 4 and len(record["r"]) == 3
         assert isinstance(record["success"], bool)
     assert len(list(out.glob("*.png"))) == 3
+
+
+def _infer_module():
+    """tools/infer.py as a module (it imports its siblings as scripts)."""
+    import importlib.util
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    spec = importlib.util.spec_from_file_location("hrnet_infer", os.path.join(ROOT, "tools",
+                                                                              "infer.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_list_images_names_a_path_with_nothing_to_read(tmp_path, capsys):
+    import cv2
+
+    from lib.utils.io import UserFileError
+
+    infer = _infer_module()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError, match=f"no images to read in the folder {folder} "):
+        infer.list_images(str(folder))
+    cv2.imwrite(str(folder / "b.png"), np.zeros((4, 6, 3), np.uint8))
+    cv2.imwrite(str(folder / "a.JPG"), np.zeros((4, 6, 3), np.uint8))
+    (folder / "c.jpg").write_bytes(b"half a copy")
+    (folder / "notes.txt").write_text("not an image")
+    # readable images only, sorted; the unreadable one named on stderr
+    assert infer.list_images(str(folder)) == [str(folder / "a.JPG"), str(folder / "b.png")]
+    assert f"skipped {folder / 'c.jpg'}: not a readable image" in capsys.readouterr().err
+    assert infer.list_images(str(folder / "b.png")) == [str(folder / "b.png")]
+    with pytest.raises(UserFileError, match="notes.txt is not an image OpenCV can read"):
+        infer.list_images(str(folder / "notes.txt"))
+    with pytest.raises(UserFileError, match="no readable image to infer on: .*c.jpg"):
+        infer.readable_images([str(folder / "c.jpg")])
+    assert infer.readable_images([str(folder / "b.png")]) == [(str(folder / "b.png"), 6, 4)]

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torchvision.transforms as T
 
+from lib.dataset.JointsDataset import DatasetFormatError
 from lib.dataset.speed import ORACLE_SUFFIX, SpeedDataset, submission_path
 from lib.spacecraft.files import SpeedFileError, read_box_file, read_submission, write_box_file
 from lib.utils.transforms import get_affine_transform
@@ -217,8 +218,10 @@ def test_speed_layout_with_the_old_label_key_and_the_speed_camera(speed_root, sp
     (root / "images" / "train").mkdir(parents=True)
     entries = labels_of(speed_root, "synthetic/train.json")[:2]
     for entry in entries:
-        shutil.copy(speed_root / "synthetic" / "images" / entry["filename"],
-                    root / "images" / "train" / entry["filename"])
+        # the SPEED camera (no camera.json) is 1920 x 1200: so must the images be
+        small = cv2.imread(str(speed_root / "synthetic" / "images" / entry["filename"]))
+        cv2.imwrite(str(root / "images" / "train" / entry["filename"]),
+                    cv2.resize(small, (1920, 1200)))
         entry["q_vbs2tango"] = entry.pop("q_vbs2tango_true")
     (root / "train.json").write_text(json.dumps(entries))
     shutil.copy(speed_root / "keypoints.json", root / "keypoints.json")
@@ -243,6 +246,43 @@ def test_image_listed_but_absent_is_named(speed_root, speed_cfg, tmp_path):
     shutil.copytree(speed_root, root)
     (root / "synthetic" / "images" / "img000008.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="img000008.jpg"):
+        SpeedDataset(speed_cfg, str(root), "validation", False, NORMALIZE)
+
+
+def test_camera_size_must_match_the_images(speed_root, speed_cfg, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(speed_root, root)
+    camera = json.loads((root / "camera.json").read_text())
+    camera["Nu"], camera["Nv"] = 640, 400  # the images are 320 x 200
+    (root / "camera.json").write_text(json.dumps(camera))
+    first = root / "synthetic" / "images" / "img000007.jpg"
+    with pytest.raises(DatasetFormatError) as error:
+        SpeedDataset(speed_cfg, str(root), "validation", False, NORMALIZE)
+    assert str(error.value) == (
+        f"{root / 'camera.json'}: Nu x Nv = 640 x 400 but the image {first} is 320 x 200: "
+        f"the camera does not match the images")
+    # without camera.json the SPEED camera (1920 x 1200) is the one that does not fit
+    (root / "camera.json").unlink()
+    with pytest.raises(DatasetFormatError, match=r"the SPEED camera \(no .*camera.json\): "
+                                                 r"Nu x Nv = 1920 x 1200 .* is 320 x 200"):
+        SpeedDataset(speed_cfg, str(root), "validation", False, NORMALIZE)
+
+
+def test_position_behind_the_camera_is_named(speed_root, speed_cfg, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(speed_root, root)
+    labels_file = root / "synthetic" / "validation.json"
+    entries = json.loads(labels_file.read_text())
+    entries[2]["r_Vo2To_vbs_true"][2] = -4.5
+    labels_file.write_text(json.dumps(entries))
+    with pytest.raises(SpeedFileError) as error:
+        SpeedDataset(speed_cfg, str(root), "validation", False, NORMALIZE)
+    assert str(error.value) == (
+        f"{labels_file}: entry 2 ('{entries[2]['filename']}'): 'r_Vo2To_vbs_true' z = -4.5 m "
+        f"puts the spacecraft behind the camera (z must be > 0)")
+    entries[2]["r_Vo2To_vbs_true"][2] = 0.0
+    labels_file.write_text(json.dumps(entries))
+    with pytest.raises(SpeedFileError, match="entry 2 .* z = 0 m puts the spacecraft behind"):
         SpeedDataset(speed_cfg, str(root), "validation", False, NORMALIZE)
 
 

@@ -37,7 +37,7 @@ from lib.utils.drawing import (
     draw_text_box,
     save_image,
 )
-from lib.utils.io import write_json_atomic
+from lib.utils.io import UserFileError, write_json_atomic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 SKELETONS = {"coco": COCO_SKELETON, "mpii": MPII_SKELETON}
@@ -55,12 +55,25 @@ def parse_args() -> argparse.Namespace:
 
 
 def list_images(path: str) -> list[str]:
-    if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
-        return [os.path.join(path, n) for n in names]
+    """The image files of ``path`` (a folder: those with an image extension and a header OpenCV
+    knows, sorted; a file: itself). Nothing to read is an error naming ``path``: an empty
+    result would otherwise end as a successful "0 predictions"."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"--image: {path} does not exist")
-    return [path]
+    if not os.path.isdir(path):
+        if not cv2.haveImageReader(path):
+            raise UserFileError(f"--image: {path} is not an image OpenCV can read")
+        return [path]
+    names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+    images = [os.path.join(path, n) for n in names]
+    readable = [image for image in images if cv2.haveImageReader(image)]
+    if not readable:
+        found = (f"{len(images)} file(s) with an image extension, none readable" if images
+                 else f"no file ending in {', '.join(IMAGE_EXTENSIONS)}")
+        raise FileNotFoundError(f"--image: no images to read in the folder {path} ({found})")
+    for image in sorted(set(images) - set(readable)):
+        print(f"skipped {image}: not a readable image", file=sys.stderr)
+    return readable
 
 
 def infer_people(c, predictor: Predictor, images: list[str], bbox_file: str, out_dir: str
@@ -92,7 +105,8 @@ def infer_people(c, predictor: Predictor, images: list[str], bbox_file: str, out
 
 
 def readable_images(images: list[str]) -> list[tuple[str, int, int]]:
-    """(path, width, height) of the images OpenCV can read; the others are named and skipped."""
+    """(path, width, height) of the images OpenCV can read; the others are named and skipped,
+    and none at all is an error naming them."""
     readable = []
     for path in images:
         image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
@@ -100,6 +114,10 @@ def readable_images(images: list[str]) -> list[tuple[str, int, int]]:
             print(f"skipped {path}: not a readable image", file=sys.stderr)
             continue
         readable.append((path, image.shape[1], image.shape[0]))
+    if not readable:
+        named = (images[0] if len(images) == 1 else
+                 f"{len(images)} files ({images[0]}, ...)" if images else "none given")
+        raise UserFileError(f"--image: no readable image to infer on: {named}")
     return readable
 
 

@@ -9,8 +9,10 @@ that knowledge lives.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,13 @@ from lib.utils.heatmap_codec import SUBPIXEL_METHODS
 SPEED_BOX_SOURCES = ("gt", "file", "model")
 OPTIMIZERS = ("adam", "sgd")  # TRAIN.OPTIMIZER, any letter case (lib.utils.utils.get_optimizer)
 TARGET_TYPES = ("gaussian",)  # MODEL.TARGET_TYPE: the only heatmap target the data sets encode
+# MODEL.EXTRA takes new keys (each model has its own), so a misspelt one would pass silently:
+# these are the keys some model of lib/models reads (HRNet: STAGE<k> too); a test keeps the
+# list in step with the models' code.
+MODEL_EXTRA_KEYS = ("PRETRAINED_LAYERS", "FINAL_CONV_KERNEL", "STEM_CHANNELS", "LAYER1_PLANES",
+                    "LAYER1_BLOCKS", "NUM_LAYERS", "DECONV_WITH_BIAS", "NUM_DECONV_LAYERS",
+                    "NUM_DECONV_FILTERS", "NUM_DECONV_KERNELS")
+HRNET_STAGE_KEY = re.compile(r"STAGE[2-9][0-9]*")
 
 
 class ConfigValueError(ValueError):
@@ -148,11 +157,24 @@ def _relations(cfg: CfgNode) -> list[str]:
     return problems
 
 
+def _unknown_extra_keys(cfg: CfgNode) -> list[str]:
+    """MODEL.EXTRA keys that no model reads, with the closest known ones."""
+    problems = []
+    for key in cfg.MODEL.EXTRA:
+        if key in MODEL_EXTRA_KEYS or HRNET_STAGE_KEY.fullmatch(key):
+            continue
+        close = difflib.get_close_matches(key, [*MODEL_EXTRA_KEYS, "STAGE2", "STAGE3", "STAGE4"],
+                                          n=2, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        problems.append(f"MODEL.EXTRA.{key} is not a key any model reads{hint}")
+    return problems
+
+
 def check_config(cfg: CfgNode) -> None:
     """Raise ConfigValueError listing every key whose value is impossible, else return."""
     problems = [f"{key} must {allowed}, got {_get(cfg, key)!r}"
                 for key, ok, allowed in RULES if not ok(_get(cfg, key))]
-    problems += _relations(cfg)
+    problems += _relations(cfg) + _unknown_extra_keys(cfg)
     if len(problems) == 1:
         raise ConfigValueError(problems[0])
     if problems:

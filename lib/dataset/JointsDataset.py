@@ -71,6 +71,38 @@ def _pixel_lookup_table(transform: Callable | None) -> np.ndarray | None:
     return np.ascontiguousarray(table.numpy(), dtype=np.float32)  # 3 x 1 x 256, cv2.LUT's shape
 
 
+ABSURD_COORDINATE = 1e6  # pixels: no image is this large, so such a keypoint is a broken value
+
+
+def drop_unusable_joints(db: list[dict[str, Any]], source: str,
+                         entry_name: Callable[[int], str]) -> int:
+    """Drop (visibility 0, position 0) every joint of ``db`` whose position or visibility is not
+    finite or whose position is beyond ``ABSURD_COORDINATE``; one warning names ``source``, the
+    count and the first such joint (``entry_name(record index)``). Returns the count.
+
+    A warning rather than an error: one broken joint among thousands of people should not stop
+    a training, but unchecked it would train on NaN targets (or crash the DEBUG drawing far from
+    the file). Done once at load time, over the whole set as arrays."""
+    if not db:
+        return 0
+    xy = np.stack([rec["joints_3d"][:, :2] for rec in db])  # N x J x 2
+    vis = np.stack([rec["joints_3d_vis"][:, 0] for rec in db])  # N x J
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(xy) <= ABSURD_COORDINATE).all(axis=2) | ~np.isfinite(vis)  # NaN: bad
+    records, joints = np.nonzero(bad)
+    if len(records) == 0:
+        return 0
+    first_value = db[records[0]]["joints_3d"][joints[0], :2].tolist()
+    for record, joint in zip(records.tolist(), joints.tolist(), strict=True):
+        db[record]["joints_3d"][joint, :] = 0.0
+        db[record]["joints_3d_vis"][joint, :] = 0.0
+    logger.warning(
+        "=> %s: %d keypoint(s) not finite or beyond %g pixels, dropped (visibility 0); the first: "
+        "%s, joint %d = %s", source, len(records), ABSURD_COORDINATE,
+        entry_name(int(records[0])), int(joints[0]), first_value)
+    return len(records)
+
+
 # --------------------------------------------------------------------------------------------
 # The data set
 # --------------------------------------------------------------------------------------------

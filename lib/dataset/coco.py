@@ -20,6 +20,7 @@ from lib.dataset.detections import read_detections
 from lib.dataset.JointsDataset import (
     DatasetFormatError,
     JointsDataset,
+    drop_unusable_joints,
 )
 from lib.nms import oks_nms, soft_oks_nms
 from lib.utils.io import read_json, write_json_atomic
@@ -120,6 +121,9 @@ class COCODataset(JointsDataset):
         db: list[dict[str, Any]] = []
         for index in self.image_set_index:
             db.extend(self._load_coco_keypoint_annotation_kernal(index))
+        drop_unusable_joints(
+            db, self.ann_file,
+            lambda n: f"person {n} (image {image_id_from_path(db[n]['image'])})")
         return db
 
     def _load_coco_keypoint_annotation_kernal(self, index: int) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy.io import loadmat, savemat
 
-from lib.dataset.JointsDataset import DatasetFormatError, JointsDataset
+from lib.dataset.JointsDataset import DatasetFormatError, JointsDataset, drop_unusable_joints
 from lib.utils.io import atomic_write, read_json
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,17 @@ class MPIIDataset(JointsDataset):
         super().__init__(cfg, root, image_set, is_train, transform)
         self.ann_file = os.path.join(self.root, "annot", f"{self.image_set}.json")
         self.db = self._finish_db(self._get_db(), self.ann_file)
+        if not is_train and "test" not in self.image_set:
+            # Scoring reads it after the epoch: a missing file must stop the run before.
+            gt_file = self.gt_file()
+            if not os.path.isfile(gt_file):
+                raise FileNotFoundError(
+                    f"MPII ground-truth file not found: {gt_file} (PCKh of '{self.image_set}' "
+                    f"is computed against it)")
+
+    def gt_file(self) -> str:
+        """``root/annot/gt_{set}.mat``: the labels PCKh is computed against."""
+        return os.path.join(self.root, "annot", f"gt_{self.image_set}.mat")
 
     def _get_db(self) -> list[dict[str, Any]]:
         anno = read_json(self.ann_file, "MPII annotation file", DatasetFormatError)
@@ -153,6 +164,9 @@ class MPIIDataset(JointsDataset):
                 "filename": "",
                 "imgnum": 0,
             })
+        if labelled:
+            drop_unusable_joints(db, self.ann_file,
+                                 lambda n: f"entry {n} ({anno[n]['image']})")
         return db
 
     def evaluate(self, cfg: Any, preds: np.ndarray, output_dir: str, *args: Any,
@@ -173,7 +187,7 @@ class MPIIDataset(JointsDataset):
                         self.image_set)
             return OrderedDict((name, 0.0) for name in PCKH_NAMES), 0.0
 
-        gt_file = os.path.join(self.root, "annot", f"gt_{self.image_set}.mat")
+        gt_file = self.gt_file()
         if not os.path.isfile(gt_file):
             raise FileNotFoundError(f"MPII ground-truth file not found: {gt_file}")
         name_value = compute_pckh(np.transpose(preds, [1, 2, 0]), loadmat(gt_file), gt_file)

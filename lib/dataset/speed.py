@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 from lib.dataset.JointsDataset import DatasetFormatError, JointsDataset
@@ -39,6 +40,7 @@ from lib.spacecraft.files import (
 from lib.spacecraft.geometry import project_points
 from lib.spacecraft.pose_solver import pnp_options, solve_poses
 from lib.spacecraft.scores import landmark_pixel_error, pose_score_summary
+from lib.utils.image_io import read_image
 from lib.utils.io import UserFileError
 
 logger = logging.getLogger(__name__)
@@ -140,8 +142,22 @@ class SpeedDataset(JointsDataset):
         self.labels: list[PoseLabel] = read_labels(self.labels_file)
         self.labelled = self._check_labelled()
         self.db = self._finish_db(self._get_db(), self.labels_file)
+        self._check_image_size(root)
         logger.info("=> speed '%s': %d images, %s, crops from %s", image_set, len(self.db),
                     "labelled" if self.labelled else "unlabelled", self.box_source)
+
+    def _check_image_size(self, root: str) -> None:
+        """The first image must have the camera's Nu x Nv pixels: a camera.json of another
+        resolution would put every projected landmark, box and PnP pose off without a word."""
+        first = self.db[0]["image"]
+        height, width = read_image(first, cv2.IMREAD_GRAYSCALE, self.data_format).shape[:2]
+        if (width, height) != (self.camera.width, self.camera.height):
+            camera_file = os.path.join(root, "camera.json")
+            source = camera_file if os.path.isfile(camera_file) else (
+                f"the SPEED camera (no {camera_file})")
+            raise DatasetFormatError(
+                f"{source}: Nu x Nv = {self.camera.width} x {self.camera.height} but the image "
+                f"{first} is {width} x {height}: the camera does not match the images")
 
     # ---- records ---------------------------------------------------------------------------
     def _check_labelled(self) -> bool:

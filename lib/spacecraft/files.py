@@ -280,7 +280,8 @@ def read_labels(path: str | os.PathLike) -> list[PoseLabel]:
 
     The quaternion key may be ``q_vbs2tango_true`` (SPEED+) or ``q_vbs2tango`` (SPEED); the
     position is ``r_Vo2To_vbs_true``. An entry with only ``filename`` is unlabelled (test sets).
-    Quaternions are normalised; a zero norm, half a pose or a repeated filename is an error.
+    Quaternions are normalised; a zero norm, half a pose, a position behind the camera (z <= 0)
+    or a repeated filename is an error.
     """
     path = Path(path)
     data = read_json(path, "labels file", SpeedFileError)
@@ -309,6 +310,11 @@ def read_labels(path: str | os.PathLike) -> list[PoseLabel]:
         if norm < 1e-12:
             raise SpeedFileError(f"{where}: '{q_key}' has zero norm")
         r = _vector(entry, "r_Vo2To_vbs_true", 3, where)
+        if r[2] <= 0:
+            # The camera looks along +z: no image of the spacecraft can have it at z <= 0.
+            raise SpeedFileError(
+                f"{where}: 'r_Vo2To_vbs_true' z = {r[2]:g} m puts the spacecraft behind the "
+                f"camera (z must be > 0)")
         labels.append(PoseLabel(filename, q / norm, r))
     return labels
 

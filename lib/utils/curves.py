@@ -135,7 +135,9 @@ def _draw_panel(axes, title: str, tags: list[str], scalars: dict[str, ScalarSeri
         else:
             marker = "o" if tag.startswith(VALID_PREFIXES) else None
             axes.plot(x, y, marker=marker, markersize=3, label=tag.removeprefix("valid/"))
-    axes.legend(fontsize="small")
+    # many series: the legend goes beside the panel rather than over the lines
+    beside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if len(present) > 4 else {}
+    axes.legend(fontsize="small", **beside)
 
 
 def _log_scale_for_mixed_units(axes, series: list[np.ndarray]) -> None:
@@ -161,7 +163,9 @@ def plot_curves(scalars: dict[str, ScalarSeries], out_path: str | os.PathLike,
     if not scalars:
         raise ValueError("no scalars to plot: the event files hold no scalar summaries")
     positions, x_label = epoch_positions(scalars)
-    metrics = sorted(tag for tag in scalars if tag.startswith("valid/"))
+    # a series that stayed 0 all run (no PnP failure, no fallback) says nothing on a picture
+    metrics = sorted(tag for tag in scalars
+                     if tag.startswith("valid/") and np.any(scalars[tag].values != 0))
     figure = Figure(figsize=(12, 8), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     (loss, accuracy), (validation, learning_rate) = figure.subplots(2, 2)

@@ -36,7 +36,7 @@ def save_batch_image_with_joints(batch_image: torch.Tensor, batch_joints, batch_
     for k in range(n):
         y0, x0 = (k // cols) * cell_h + padding, (k % cols) * cell_w + padding
         for (x, y), v in zip(joints[k, :, :2], vis[k, :, 0], strict=True):
-            if v:
+            if v and np.isfinite(x) and np.isfinite(y):  # a diverged model predicts NaN
                 cv2.circle(canvas, (int(x0 + x), int(y0 + y)), 2, (255, 0, 0), 2)
     _write(file_name, canvas)
 
