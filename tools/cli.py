@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import shutil
 import sys
@@ -29,7 +28,7 @@ from lib.utils.checkpoint import (
     UnsafeCheckpointError,
 )
 from lib.utils.export import ExportDependencyError
-from lib.utils.io import UserFileError
+from lib.utils.io import UserFileError, disk_full_error
 from lib.utils.utils import last_saved_checkpoint
 
 DEBUG_FLAG = "--debug"
@@ -102,18 +101,6 @@ def _message(error: BaseException) -> str:
     return " ".join(text.split()) or type(error).__name__
 
 
-def _disk_full(error: BaseException) -> OSError | None:
-    """The ENOSPC OSError in the chain of ``error`` (torch buries it under a RuntimeError)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
-            return current
-        current = current.__cause__ or current.__context__
-    return None
-
-
 def _free_space(path: str) -> tuple[str, str]:
     """The existing folder holding ``path`` and its free space, e.g. ('/runs', '1.2 GiB')."""
     folder = Path(path).resolve()
@@ -150,7 +137,7 @@ def run_cli(main: Callable[[], object]) -> None:
             what = (f"the last checkpoint is {saved} (resume with AUTO_RESUME True)" if saved
                     else "this run wrote no checkpoint")
             _fail(f"interrupted: {what}; no file was left half-written", EXIT_INTERRUPTED)
-        full = _disk_full(error)
+        full = disk_full_error(error)
         if full is not None:
             # our checkpoint writer names the file; otherwise the run's output folder
             folder, free = _free_space(full.filename or shared_cfg.OUTPUT_DIR or os.getcwd())

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from lib.utils.io import atomic_write
+from lib.utils.io import atomic_write, disk_full_error
 
 logger = logging.getLogger(__name__)
 
@@ -230,18 +230,6 @@ def _kill_point(name: str, stage: str) -> None:
         os.kill(os.getpid(), getattr(signal, f'SIG{signal_name or "KILL"}'))
 
 
-def _no_space_left(error: BaseException) -> bool:
-    """Whether ENOSPC is anywhere in the chain (torch.save buries it under a RuntimeError)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through the atomic writer: a crash mid-write never leaves a truncated
     checkpoint under the final name. A full disk is an OSError(ENOSPC) naming the file (the
@@ -257,7 +245,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     try:
         atomic_write(path, write)
     except (OSError, RuntimeError) as error:
-        if _no_space_left(error):
+        if disk_full_error(error) is not None:
             raise OSError(errno.ENOSPC, 'no space left on device', str(path)) from error
         raise
     _kill_point(path.name, 'renamed')

@@ -12,6 +12,7 @@ This module imports only the standard library: the ground floor of ``lib`` (the 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -26,6 +27,7 @@ __all__ = [
     "write_text_atomic",
     "write_json_atomic",
     "read_json",
+    "disk_full_error",
 ]
 
 
@@ -85,3 +87,16 @@ def read_json(path: str | os.PathLike, what: str = "JSON file",
             return json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise error(f"{what} is not valid JSON: {path}: {err}") from None
+
+
+def disk_full_error(error: BaseException) -> OSError | None:
+    """The ENOSPC OSError anywhere in the cause / context chain of ``error`` (torch.save buries
+    it under a RuntimeError), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
