@@ -376,6 +376,22 @@ def bad_data(tmp_path_factory: pytest.TempPathFactory, speed_root: Path, coco_ro
     paths["sub_nan"].write_text("\n".join([*rows[:2], ",".join([*cells[:5], "nan", *cells[6:]]),
                                            *rows[3:]]))
     paths["clean_labels"] = speed_root / "synthetic" / "validation.json"
+    paths["clean_images"] = speed_root / "synthetic" / "images"
+    first = rows[0].split(",")
+    submissions = {  # the mistakes of a hand-edited or concatenated submission file
+        "sub_repeated": [*rows, rows[0]],
+        "sub_unknown": [*rows, ",".join(["zzz.jpg", *first[1:]])],
+        "sub_missing": rows[:-1],
+        "sub_zero_q": [",".join([first[0], "0", "0", "0", "0", *first[5:]]), *rows[1:]],
+        "sub_moon": ["moon," + rows[0], *("lightbox," + row for row in rows[1:])],
+        "sub_lightbox": ["lightbox," + row for row in rows],
+        "sub_bad_header": ["filename,q0,q1,q2,q3,x,y,zz", *rows],
+    }
+    for name, lines in submissions.items():
+        paths[name] = folder / f"{name}.csv"
+        paths[name].write_text("\n".join(lines) + "\n")
+    paths["labels_cut"] = folder / "labels_cut.json"
+    paths["labels_cut"].write_text(paths["clean_labels"].read_text()[:200])
 
     paths["empty_dir"] = folder / "empty"
     paths["empty_dir"].mkdir()
@@ -446,6 +462,36 @@ DATA_CASES = [
     ("speed_score nan in a row", "tools/speed_score.py",
      ["--gt", "{clean_labels}", "--submission", "{sub_nan}"],
      "{sub_nan}: line 3: x = 'nan' is not a finite number"),
+    ("speed_score repeated filename", "tools/speed_score.py",
+     ["--gt", "{clean_labels}", "--submission", "{sub_repeated}"],
+     "{sub_repeated}: line 5: 'img000007.jpg' already given on line 1"),
+    ("speed_score unknown filename", "tools/speed_score.py",
+     ["--gt", "{clean_labels}", "--submission", "{sub_unknown}"],
+     "{sub_unknown}: line 5: unknown filename 'zzz.jpg'"),
+    ("speed_score missing row", "tools/speed_score.py",
+     ["--gt", "{clean_labels}", "--submission", "{sub_missing}"],
+     "{sub_missing}: no row for 'img000010.jpg'"),
+    ("speed_score zero quaternion", "tools/speed_score.py",
+     ["--gt", "{clean_labels}", "--submission", "{sub_zero_q}"],
+     "{sub_zero_q}: line 1: quaternion of 'img000007.jpg' has zero norm"),
+    ("speed_score unknown category", "tools/speed_score.py",
+     ["--gt", "{clean_labels}", "--submission", "{sub_moon}"],
+     "{sub_moon}: line 1: unknown category 'moon'"),
+    ("speed_score category without its labels", "tools/speed_score.py",
+     ["--gt", "sunlamp={clean_labels}", "--submission", "{sub_lightbox}"],
+     "{sub_lightbox}: line 1: category 'lightbox' has no --gt lightbox=LABELS.json"),
+    ("speed_score unknown header column", "tools/speed_score.py",
+     ["--gt", "{clean_labels}", "--submission", "{sub_bad_header}"],
+     "{sub_bad_header}: line 1: header column 8 'zz' is not one of"),
+    ("speed_score labels cut short", "tools/speed_score.py",
+     ["--gt", "{labels_cut}", "--submission", "{submission}"],
+     "labels file is not valid JSON: {labels_cut}"),
+    ("infer without weights", "tools/infer.py",
+     ["--cfg", CFG, "--image", "{clean_images}", "--out", "{out}/infer"],
+     "no weights: give TEST.MODEL_FILE"),
+    ("infer weights missing", "tools/infer.py",
+     ["--cfg", CFG, "--image", "{clean_images}", "--out", "{out}/infer", "TEST.MODEL_FILE",
+      "{out}/nope.pth"], "{out}/nope.pth"),
     ("speed_score labels missing", "tools/speed_score.py",
      ["--gt", "{out}/validation.json", "--submission", "{submission}"],
      "{out}/validation.json"),

@@ -179,10 +179,10 @@ def main() -> None:
     c = cfg.clone()
     load_config(c, args)
     images = list_images(args.image)
-    os.makedirs(args.out, exist_ok=True)
     if not c.TEST.MODEL_FILE:
         raise FileNotFoundError("no weights: give TEST.MODEL_FILE path/to/model.pth")
     predictor = Predictor.from_weights(c, c.TEST.MODEL_FILE)
+    os.makedirs(args.out, exist_ok=True)  # only once the inputs are known to be usable
     if c.DATASET.DATASET == "speed":
         records = infer_spacecraft(c, predictor, images, args.out)
     else:
