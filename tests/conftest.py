@@ -26,6 +26,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The shared rendered set: write_speed_synthetic's arguments (train / validation / test images).
 SPEED_SET = {"num_train": 6, "num_val": 4, "num_test": 3, "seed": 11, "width": 320, "height": 200}
+# A tiny HRNet (4 branches of 4..32 channels, one module per stage) at 64 x 96 input, as
+# command-line overrides of a COCO HRNet experiment file: the tools' end-to-end tests train it.
+TINY_HRNET = [
+    "MODEL.INIT_WEIGHTS", "False", "MODEL.PRETRAINED", "''",
+    "MODEL.IMAGE_SIZE", "[64, 96]", "MODEL.HEATMAP_SIZE", "[16, 24]",
+    "MODEL.EXTRA.STAGE2.NUM_CHANNELS", "[4, 8]", "MODEL.EXTRA.STAGE2.NUM_BLOCKS", "[1, 1]",
+    "MODEL.EXTRA.STAGE3.NUM_MODULES", "1", "MODEL.EXTRA.STAGE3.NUM_CHANNELS", "[4, 8, 16]",
+    "MODEL.EXTRA.STAGE3.NUM_BLOCKS", "[1, 1, 1]",
+    "MODEL.EXTRA.STAGE4.NUM_MODULES", "1", "MODEL.EXTRA.STAGE4.NUM_CHANNELS",
+    "[4, 8, 16, 32]", "MODEL.EXTRA.STAGE4.NUM_BLOCKS", "[1, 1, 1, 1]",
+]
 SPEED_CFG = {
     "DATASET.DATASET": "speed", "DATASET.KEYPOINTS_FILE": "keypoints.json",
     "DATASET.TEST_SET": "validation", "DATASET.FLIP": False, "WORKERS": 0,
@@ -111,3 +122,15 @@ def _run_tool(script: str | os.PathLike, *args: Any, check: bool = True,
 def run_tool() -> Callable[..., subprocess.CompletedProcess]:
     """_run_tool: ``run_tool("tools/speed_score.py", "--gt", path, check=False)``."""
     return _run_tool
+
+
+@pytest.fixture(scope="session")
+def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small COCO layout (4 train, 2 val images) for the tools' command-line tests; a module
+    may define its own ``coco_root`` when it needs another size."""
+    from datagen import make_coco_fixture
+
+    root = tmp_path_factory.mktemp("coco")
+    make_coco_fixture(root, "train2017", num_images=4, seed=1)
+    make_coco_fixture(root, "val2017", num_images=2, seed=2)
+    return root

@@ -21,7 +21,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from datagen import make_coco_fixture, make_mpii_fixture
+from conftest import TINY_HRNET
+from datagen import make_mpii_fixture
 
 from lib.models import build_model
 from lib.utils.checkpoint import KILL_IN_SAVE_VARIABLE, load_checkpoint_file
@@ -30,15 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 CFG = "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
 RUN = Path("coco", "pose_hrnet", "w32_256x192_adam_lr1e-3")
 
-TINY_HRNET = [
-    "MODEL.INIT_WEIGHTS", "False", "MODEL.PRETRAINED", "''",
-    "MODEL.IMAGE_SIZE", "[64, 96]", "MODEL.HEATMAP_SIZE", "[16, 24]",
-    "MODEL.EXTRA.STAGE2.NUM_CHANNELS", "[4, 8]", "MODEL.EXTRA.STAGE2.NUM_BLOCKS", "[1, 1]",
-    "MODEL.EXTRA.STAGE3.NUM_MODULES", "1", "MODEL.EXTRA.STAGE3.NUM_CHANNELS", "[4, 8, 16]",
-    "MODEL.EXTRA.STAGE3.NUM_BLOCKS", "[1, 1, 1]",
-    "MODEL.EXTRA.STAGE4.NUM_MODULES", "1", "MODEL.EXTRA.STAGE4.NUM_CHANNELS",
-    "[4, 8, 16, 32]", "MODEL.EXTRA.STAGE4.NUM_BLOCKS", "[1, 1, 1, 1]",
-]
 
 
 def _cli_module():
@@ -155,14 +147,6 @@ def test_debug_flag_is_taken_out_of_the_overrides():
 
 
 # ------------------------------------------------------------------ the tools, as a user runs them
-
-@pytest.fixture(scope="module")
-def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("coco")
-    make_coco_fixture(root, "train2017", num_images=4, seed=1)
-    make_coco_fixture(root, "val2017", num_images=2, seed=2)
-    return root
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory, make_cfg) -> dict[str, Path]:

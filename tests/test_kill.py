@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from datagen import make_coco_fixture
+from conftest import TINY_HRNET
 
 from lib.utils.checkpoint import KILL_IN_SAVE_VARIABLE
 
@@ -25,16 +25,6 @@ CFG = "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
 RUN = Path("coco", "pose_hrnet", "w32_256x192_adam_lr1e-3")
 SAVED = ("checkpoint.pth", "model_best.pth", "final_state.pth")
 
-# A tiny HRNet (4 branches of 4..32 channels, one module per stage) at 64 x 96 input.
-TINY_HRNET = [
-    "MODEL.INIT_WEIGHTS", "False", "MODEL.PRETRAINED", "''",
-    "MODEL.IMAGE_SIZE", "[64, 96]", "MODEL.HEATMAP_SIZE", "[16, 24]",
-    "MODEL.EXTRA.STAGE2.NUM_CHANNELS", "[4, 8]", "MODEL.EXTRA.STAGE2.NUM_BLOCKS", "[1, 1]",
-    "MODEL.EXTRA.STAGE3.NUM_MODULES", "1", "MODEL.EXTRA.STAGE3.NUM_CHANNELS", "[4, 8, 16]",
-    "MODEL.EXTRA.STAGE3.NUM_BLOCKS", "[1, 1, 1]",
-    "MODEL.EXTRA.STAGE4.NUM_MODULES", "1", "MODEL.EXTRA.STAGE4.NUM_CHANNELS",
-    "[4, 8, 16, 32]", "MODEL.EXTRA.STAGE4.NUM_BLOCKS", "[1, 1, 1, 1]",
-]
 
 # (kill point, whether model_best.pth is deleted after the kill as the old save order lost it)
 KILLS = [
@@ -59,14 +49,6 @@ def _options(data_root: Path, out: Path) -> list[str]:
         "TRAIN.END_EPOCH", "2", "TRAIN.LR", "0.002", "DATASET.PROB_HALF_BODY", "0.0",
         "AUTO_RESUME", "True", "DEBUG.DEBUG", "False", "TEST.FLIP_TEST", "False",
     ]
-
-
-@pytest.fixture(scope="module")
-def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("coco")
-    make_coco_fixture(root, "train2017", num_images=4, seed=1)
-    make_coco_fixture(root, "val2017", num_images=2, seed=2)
-    return root
 
 
 @pytest.fixture(scope="module")
