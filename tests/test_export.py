@@ -166,3 +166,49 @@ def test_tool_exports_checks_and_loads_weights(make_cfg, tmp_path, capsys, monke
                          "TEST.MODEL_FILE", str(tmp_path / "absent.pth")])
     assert missing == 2
     assert "absent.pth" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predictor_on_onnxruntime_gives_the_torch_landmarks(make_cfg, tmp_path):
+    """TEST.RUNTIME 'onnxruntime': same weights file, same heatmaps (to 1e-4) and the same
+    decoded landmarks as the PyTorch predictor, flip test included; nothing written."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from lib.core.predictor import Predictor
+
+    base, overrides = TINY_HRNET
+    overrides = {**overrides, "MODEL.NUM_JOINTS": 17}  # COCO's, for its flip pairs
+    torch.manual_seed(0)
+    model = with_random_batchnorm(build_model(make_cfg(base, overrides), is_train=False))
+    weights = tmp_path / "tiny.pth"
+    torch.save(model.state_dict(), weights)
+    settings = {**overrides, "TEST.FLIP_TEST": True, "DATASET.DATASET": "coco"}
+    on_torch = Predictor.from_weights(make_cfg(base, settings), str(weights))
+    on_onnx = Predictor.from_weights(
+        make_cfg(base, {**settings, "TEST.RUNTIME": "onnxruntime"}), str(weights))
+    assert on_onnx.device == torch.device("cpu")
+    assert list(tmp_path.iterdir()) == [weights]
+
+    x = torch.randn(3, 3, 64, 48, generator=torch.Generator().manual_seed(1))
+    expected, got = on_torch.heatmaps(x), on_onnx.heatmaps(x)
+    assert got.dtype == torch.float32 and got.shape == expected.shape == (3, 17, 16, 12)
+    assert (got - expected).abs().max().item() < TOLERANCE
+    meta = {"center": torch.tensor([[24.0, 32.0]] * 3), "scale": torch.tensor([[0.24, 0.32]] * 3)}
+    np.testing.assert_allclose(on_onnx.decode(got, meta), on_torch.decode(expected, meta),
+                               atol=1e-3)
+
+
+@pytest.mark.slow
+def test_onnxruntime_model_refuses_an_export_that_computes_something_else(make_cfg,
+                                                                            monkeypatch):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from lib.utils import export
+
+    model = with_random_batchnorm(build_model(make_cfg(*TINY_HRNET), is_train=False))
+    monkeypatch.setattr(export, "onnx_parity", lambda *args, **kwargs: 0.5)
+    with pytest.raises(ValueError, match="differ from PyTorch's by 0.5"):
+        export.onnxruntime_model(model, (64, 48))
+    monkeypatch.setattr(export, "onnx_parity", lambda *args, **kwargs: float("nan"))
+    with pytest.raises(ValueError, match="differ from PyTorch's by nan"):
+        export.onnxruntime_model(model, (64, 48))

@@ -83,6 +83,31 @@ def test_each_failure_falls_back_to_the_first_guess_that_works():
     assert np.all(np.isfinite(alone.q)) and np.all(np.isfinite(alone.r))
 
 
+def test_poses_beyond_the_max_distance_are_refused_solved_or_guessed():
+    """Image 0 solved at 40 m (too far), image 1 failed with a fine EPnP guess at 30 m and a
+    coarse one at 6 m: with max_distance 20 both move to the next guess that is near enough."""
+    near_q, near_r = z_rotation(15.0), np.array([0.2, 0.1, 6.0])
+    far = [(z_rotation(10.0), np.array([0.0, 0.0, 40.0])), (z_rotation(20.0),
+                                                            np.array([0.0, 0.0, 30.0]))]
+    fine = np.stack([landmarks_at(q, r) for q, r in far])
+    fine[1, :, 2] = 0.0            # image 1: PnP fails, EPnP on all landmarks says 30 m
+    coarse = np.stack([landmarks_at(near_q, near_r)] * 2)
+    prior = (z_rotation(-90.0), np.array([0.0, 0.0, 7.0]))
+    options = {"conf_threshold": 0.1, "ransac_reproj_err": 3.0}
+    poses = solve_poses(fine[:, :, :2], fine[:, :, 2], BODY, CAMERA.matrix, None, **options)
+    assert poses.success.tolist() == [True, False]
+    unlimited = fill_failed_poses(poses, fine, BODY, CAMERA.matrix, None, coarse, prior,
+                                  **options)
+    np.testing.assert_allclose(unlimited.r[:, 2], [40.0, 30.0], atol=1e-6)
+    limited = fill_failed_poses(poses, fine, BODY, CAMERA.matrix, None, coarse, prior,
+                                max_distance=20.0, **options)
+    assert [POSE_SOURCES[s] for s in limited.source] == ["coarse landmarks"] * 2
+    np.testing.assert_allclose(limited.r, [near_r, near_r], atol=1e-6)
+    nothing_near = fill_failed_poses(poses, fine, BODY, CAMERA.matrix, None, None, prior,
+                                     max_distance=20.0, **options)
+    assert [POSE_SOURCES[s] for s in nothing_near.source] == ["prior pose"] * 2
+
+
 def test_evaluate_prints_the_score_of_the_file_it_writes(speed_root, speed_cfg, run_tool,
                                                         tmp_path):
     """Failures included: the table and tools/speed_score.py on the CSV agree to the digit."""

@@ -79,6 +79,31 @@ def test_infer_equals_test_py_for_the_same_boxes(tmp_path, weights):
         assert min(distances) < 1e-2
     assert len(list(infer_out.glob("*.png"))) == 3
 
+    # TEST.RUNTIME onnxruntime: both tools, the same keypoints as the PyTorch runs
+    pytest.importorskip("onnxruntime")
+    onnx = ["TEST.RUNTIME", "onnxruntime"]
+    _run("tools/infer.py", ["--cfg", CFG, "--image", fixture["image_dir"], "--bbox-file",
+                            fixture["det_file"], "--out", str(tmp_path / "infer_onnx"),
+                            *common, *onnx])
+    with open(tmp_path / "infer_onnx" / "predictions.json") as f:
+        inferred_onnx = json.load(f)
+    for torch_rec, onnx_rec in zip(inferred, inferred_onnx, strict=True):
+        assert onnx_rec["bbox"] == torch_rec["bbox"]
+        np.testing.assert_allclose(onnx_rec["keypoints"], torch_rec["keypoints"], atol=2e-3,
+                                   rtol=1e-5)  # confidences here reach ~1e3
+    proc = _run("tools/test.py", ["--cfg", CFG, *common, *onnx, "OUTPUT_DIR",
+                                  str(tmp_path / "out_onnx"), "LOG_DIR", str(tmp_path / "log"),
+                                  "TEST.USE_GT_BBOX", "False", "TEST.COCO_BBOX_FILE",
+                                  fixture["det_file"], "TEST.OKS_THRE", "1.0"])
+    assert "runs in onnxruntime" in proc.stdout + proc.stderr
+    onnx_results = str(results_file).replace(str(tmp_path / "out"), str(tmp_path / "out_onnx"))
+    with open(onnx_results) as f:
+        evaluated_onnx = json.load(f)
+    for torch_res, onnx_res in zip(evaluated, evaluated_onnx, strict=True):
+        assert onnx_res["image_id"] == torch_res["image_id"]
+        np.testing.assert_allclose(onnx_res["keypoints"], torch_res["keypoints"], atol=2e-3,
+                                   rtol=1e-5)
+
 
 def test_infer_skips_unreadable_images(tmp_path, weights):
     fixture = make_coco_fixture(tmp_path / "coco", "val2017", num_images=1, seed=5)

@@ -64,3 +64,66 @@ def test_an_unknown_subpixel_method_stops_the_run_before_it_starts(tmp_path):
     with pytest.raises(ValueError, match="TEST.SUBPIXEL_METHOD must be one of"):
         run_training(cfg, "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml")
     assert not (tmp_path / "out").exists()
+
+
+def test_amp_on_a_cpu_follows_the_policy_and_the_measured_gain(monkeypatch, caplog):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(runtime, "cpu_bf16_speedup", lambda: 0.3)   # an AVX2-only part
+    assert runtime.resolve_amp(cpu, True, "auto") is False
+    assert runtime.resolve_amp(cpu, True, "on") is True
+    assert runtime.resolve_amp(cpu, True, "off") is False
+    assert runtime.resolve_amp(cpu, False, "on") is False             # AMP not asked for
+    assert runtime.resolve_amp(cuda, True, "off") is True             # fp16 on CUDA regardless
+    monkeypatch.setattr(runtime, "cpu_bf16_speedup", lambda: 1.9)   # an AMX part
+    with caplog.at_level(logging.INFO):
+        assert runtime.resolve_amp(cpu, True, "auto") is True
+    assert "bf16 autocast" in caplog.text and "1.90x" in caplog.text
+    monkeypatch.setattr(runtime, "cpu_bf16_speedup", lambda: 1.05)  # parity is not worth it
+    assert runtime.resolve_amp(cpu, True, "auto") is False
+    with pytest.raises(ValueError, match="CPU_BF16"):
+        runtime.resolve_amp(cpu, True, "maybe")
+
+
+def test_bf16_probe_measures_only_where_onednn_has_bf16_kernels(monkeypatch):
+    runtime.cpu_bf16_speedup.cache_clear()
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert runtime.cpu_bf16_speedup() == 0.0
+    runtime.cpu_bf16_speedup.cache_clear()
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert runtime.cpu_bf16_speedup() > 0.0   # timed: whatever this host's ratio is
+    runtime.cpu_bf16_speedup.cache_clear()
+
+
+@pytest.mark.parametrize("speedup, expected", [(0.3, False), (1.9, True)])
+def test_training_loop_asks_for_bf16_only_where_it_pays(monkeypatch, make_cfg, speedup,
+                                                        expected):
+    """TRAIN.AMP in the real training loop: autocast is entered only on a host whose bf16 is
+    faster; elsewhere the step is plain fp32 (and the loss the same as with AMP off)."""
+    from conftest import TINY_HRNET
+
+    from lib.core import function
+    from lib.core.loss import build_criterion
+    from lib.models import build_model
+
+    cfg = make_cfg("experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml",
+                   TINY_HRNET + ["TRAIN.AMP", "True", "PRINT_FREQ", "1000"])
+    monkeypatch.setattr(runtime, "cpu_bf16_speedup", lambda: speedup)
+    seen = []
+    monkeypatch.setattr(function, "autocast",
+                        lambda device, enabled: seen.append(enabled)
+                        or runtime.autocast(device, enabled))
+    torch.manual_seed(0)
+    model = build_model(cfg, is_train=True)
+    width, height = cfg.MODEL.IMAGE_SIZE
+    batch = (torch.randn(2, 3, height, width), torch.rand(2, 17, height // 4, width // 4),
+             torch.ones(2, 17, 1), {})
+    monkeypatch.setattr(function, "accuracy", lambda output, target: (None, 0.0, 1, 0))
+    monkeypatch.setattr(function, "save_debug_images", lambda *args: None)
+    function.train(cfg, [batch], model, build_criterion(cfg),
+                   torch.optim.Adam(model.parameters()), 0, "", "", None)
+    assert seen == [expected]
+
+
+def test_processor_summary_names_the_processor_and_its_cores():
+    summary = runtime.processor_summary()
+    assert "cores" in summary and summary.split(",")[0].strip()

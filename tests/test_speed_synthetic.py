@@ -66,6 +66,18 @@ def test_same_seed_same_bytes_other_seed_other_images(speed_root, speed_set_args
     assert all_files(tmp_path / "other")[first] != all_files(speed_root)[first]
 
 
+def test_rendering_processes_do_not_change_a_byte(tmp_path):
+    """Two worker processes (enough images for the pool) write what one process writes."""
+    args = {"num_train": 60, "num_val": 4, "num_test": 4, "seed": 5, "width": 160,
+            "height": 100, "show_progress": False}
+    one = write_speed_synthetic(tmp_path / "one", workers=1, **args)
+    two = write_speed_synthetic(tmp_path / "two", workers=2, **args)
+    assert one == two == {"train": 60, "validation": 4, "test": 4}
+    assert all_files(tmp_path / "one") == all_files(tmp_path / "two")
+    assert sorted(p.name for p in (tmp_path / "two" / "test" / "images").iterdir()) == [
+        "img000065.jpg", "img000066.jpg", "img000067.jpg", "img000068.jpg"]
+
+
 def test_projected_landmarks_land_in_the_image(speed_root):
     camera = read_camera(speed_root / "camera.json")
     landmarks = read_landmarks(speed_root / "keypoints.json")

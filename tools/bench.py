@@ -5,7 +5,8 @@
 
 Without a mode flag every fast mode is measured. Each figure is the
 median of --repeats timed runs after --warmup untimed ones; the last column is the largest
-heatmap difference to the plain fp32 NCHW baseline on the same input.
+heatmap difference to the plain fp32 NCHW baseline on the same input. In --mode infer the last
+row is onnxruntime on the model's own ONNX export (TEST.RUNTIME 'onnxruntime'; --no-onnx skips).
 """
 
 import argparse
@@ -17,13 +18,16 @@ import torch
 from lib.config import cfg, merge_from_file, merge_from_list
 from lib.core.benchmark import (
     PLAIN,
+    Measurement,
     Mode,
     measure_inference,
+    measure_onnxruntime,
     measure_training,
     reference_output,
 )
 from lib.models import build_model
-from lib.utils.runtime import select_device
+from lib.utils.export import missing_modules
+from lib.utils.runtime import processor_summary, select_device
 
 
 def fast_modes(args) -> list[Mode]:
@@ -55,6 +59,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--no-onnx", action="store_true",
+                        help="skip the onnxruntime row of --mode infer")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
 
@@ -72,6 +78,7 @@ def main() -> None:
     reference = reference_output(model, x, train_mode=train)
     target = torch.rand_like(reference)
 
+    print(f"processor: {processor_summary()}")
     print(f"{c.MODEL.NAME} {os.path.basename(args.cfg)} {height}x{width}, batch {args.batch}, "
           f"{args.mode}, device {device}, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}")
@@ -85,8 +92,18 @@ def main() -> None:
         else:
             m = measure_inference(model, x, mode, reference, args.warmup, args.repeats)
         baseline = baseline or m.images_per_s
-        print(f"| {mode.name} | {m.images_per_s:.2f} | {m.images_per_s / baseline:.2f}x | "
-              f"{m.max_abs_diff:.2e} | {m.max_abs_diff / scale:.1e} |", flush=True)
+        print_row(m, baseline, scale)
+    if not train and not args.no_onnx:
+        if missing_modules(["onnx", "onnxruntime"]):
+            print("| onnxruntime | not installed (pip install -r requirements-export.txt) |")
+        else:
+            print_row(measure_onnxruntime(model, x, reference, args.warmup, args.repeats),
+                      baseline, scale)
+
+
+def print_row(m: Measurement, baseline: float, scale: float) -> None:
+    print(f"| {m.mode.name} | {m.images_per_s:.2f} | {m.images_per_s / baseline:.2f}x | "
+          f"{m.max_abs_diff:.2e} | {m.max_abs_diff / scale:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

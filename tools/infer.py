@@ -143,7 +143,8 @@ def predict_spacecraft_poses(c, fine: Predictor, images: list[tuple[str, int, in
     poses = solve_poses(fine_landmarks[:, :, :2], fine_landmarks[:, :, 2], landmarks_3d,
                         camera.matrix, camera.dist_coeffs, **options)
     filled = fill_failed_poses(poses, fine_landmarks, landmarks_3d, camera.matrix,
-                               camera.dist_coeffs, coarse, **options)
+                               camera.dist_coeffs, coarse,
+                               max_distance=c.TEST.SPEED_MAX_DISTANCE, **options)
     return [{"image": path, "bbox": boxes[k].tolist(), "score": float(scores[k]),
              "keypoints": np.round(fine_landmarks[k], 3).tolist(),
              "success": bool(poses.success[k]), "reason": poses.reasons[k],

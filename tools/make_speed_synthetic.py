@@ -29,6 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="speed: SPEED's pinhole camera (default, faster); speedplus: the "
                              "real SPEED+ camera with its lens distortion (both scaled to the "
                              "image size)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="rendering processes (0: one per core); the bytes are the same")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -40,7 +42,7 @@ def main(argv=None) -> int:
             args.out, args.train, args.val, args.test, args.seed, width=args.width,
             height=args.height, earth_fraction=args.earth_fraction,
             distance_range=tuple(args.distance), show_progress=not args.quiet,
-            camera=args.camera,
+            camera=args.camera, workers=args.workers,
         )
     except ValueError as err:
         print(f"make_speed_synthetic.py: error: {err}", file=sys.stderr)

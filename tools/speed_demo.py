@@ -29,6 +29,7 @@ from lib.core.speed_two_stage import box_file_path
 from lib.dataset.speed import submission_path
 from lib.spacecraft.files import read_submission, write_submission
 from lib.spacecraft.renderer import write_speed_synthetic
+from lib.utils.runtime import processor_summary, resolve_amp, select_device
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_FIELDS = ("esa_score", "esa_score_spec2021", "rot_err_deg_mean", "rot_err_deg_median",
@@ -112,6 +113,14 @@ def plot_curves(tb_log_dir: str, out_file: Path) -> bool:
     return done.returncode == 0
 
 
+def precision(config) -> str:
+    """What TRAIN.AMP resolved to on this host (the choice lib.utils.runtime logs)."""
+    device = select_device(config.GPUS)
+    if not resolve_amp(device, config.TRAIN.AMP, config.CPU_BF16):
+        return "fp32"
+    return "fp16 autocast" if device.type == "cuda" else "bf16 autocast"
+
+
 def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
     header = "| split | crops | " + " | ".join(SCORE_FIELDS) + " |"
     lines = [header, "|---" * (len(SCORE_FIELDS) + 2) + "|"]
@@ -180,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(rows))
     print(f"\ntime: {total_s / 60:.1f} min in all (data {data_state} {rendered_s:.0f} s, coarse "
           f"training {coarse_s:.0f} s, fine training {fine_s:.0f} s, inference + PnP "
-          f"{evaluate_s:.0f} s)")
+          f"{evaluate_s:.0f} s) on {processor_summary()}, training in {precision(fine)}")
     print("where everything is:")
     print(f"  data set               {data}")
     print(f"  coarse model           {coarse_weights}")

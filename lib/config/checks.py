@@ -22,6 +22,9 @@ from lib.utils.heatmap_codec import SUBPIXEL_METHODS
 
 # TEST.SPEED_BBOX: where the crops of a spacecraft test set come from (lib.dataset.speed).
 SPEED_BOX_SOURCES = ("gt", "file", "model")
+CPU_BF16_POLICIES = ("auto", "on", "off")  # CPU_BF16 (lib.utils.runtime.resolve_amp)
+LR_SCHEDULERS = ("multistep", "cosine")  # TRAIN.LR_SCHEDULER (lib.core.lr_schedule)
+RUNTIMES = ("torch", "onnxruntime")  # TEST.RUNTIME (lib.core.predictor)
 OPTIMIZERS = ("adam", "sgd")  # TRAIN.OPTIMIZER, any letter case (lib.utils.utils.get_optimizer)
 TARGET_TYPES = ("gaussian",)  # MODEL.TARGET_TYPE: the only heatmap target the data sets encode
 # MODEL.EXTRA takes new keys (each model has its own), so a misspelt one would pass silently:
@@ -84,6 +87,7 @@ _PROBABILITY = "be a probability in [0, 1]"
 # (key, test, what the key allows: the message reads "<key> must <allowed>, got <value>").
 RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("GPUS", _list_of(_int_at_least(0)), "be a list of device ids (ints >= 0)"),
+    ("CPU_BF16", _one_of(CPU_BF16_POLICIES), f"be one of {CPU_BF16_POLICIES}"),
     ("WORKERS", _int_at_least(0), "be an int >= 0 (0: load in the main process)"),
     ("PRINT_FREQ", _int_at_least(1), "be an int >= 1"),
     ("MODEL.NUM_JOINTS", _int_at_least(1), "be an int >= 1"),
@@ -113,6 +117,8 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("TRAIN.LR", _real_at_least(0), _NON_NEGATIVE),
     ("TRAIN.LR_FACTOR", _real_at_least(0), _NON_NEGATIVE),
     ("TRAIN.LR_STEP", _list_of(_int_at_least(0)), "be a list of epochs (ints >= 0)"),
+    ("TRAIN.LR_SCHEDULER", _one_of(LR_SCHEDULERS), f"be one of {LR_SCHEDULERS}"),
+    ("TRAIN.WARMUP_EPOCHS", _real_at_least(0), "be at least 0 (0: no warm-up)"),
     ("TRAIN.OPTIMIZER", _one_of(OPTIMIZERS, any_case=True), "be 'adam' or 'sgd'"),
     ("TRAIN.MOMENTUM", _real_at_least(0), _NON_NEGATIVE),
     ("TRAIN.WD", _real_at_least(0), _NON_NEGATIVE),
@@ -122,6 +128,7 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("TRAIN.BATCH_SIZE_PER_GPU", _int_at_least(1), "be an int >= 1"),
     ("TRAIN.EMA_DECAY", lambda v: _is_real(v) and 0 <= v < 1, "lie between 0 and 1 (0 = off)"),
     ("TEST.BATCH_SIZE_PER_GPU", _int_at_least(1), "be an int >= 1"),
+    ("TEST.RUNTIME", _one_of(RUNTIMES), f"be one of {RUNTIMES}"),
     ("TEST.SUBPIXEL_METHOD", _one_of(SUBPIXEL_METHODS), f"be one of {SUBPIXEL_METHODS}"),
     ("TEST.OKS_THRE", _probability, "be an OKS overlap in [0, 1]"),
     ("TEST.SPEED_BBOX", _one_of(SPEED_BOX_SOURCES), f"be one of {SPEED_BOX_SOURCES}"),
@@ -129,6 +136,7 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("TEST.SPEED_CROP_REFINE", _int_at_least(0), "be an int >= 0 (0: no re-framing pass)"),
     ("TEST.SPEED_CROP_CANDIDATES", _list_of(_positive), "be positive factors"),
     ("TEST.SPEED_CROP_AGREEMENT_TOL", _positive, "be positive"),
+    ("TEST.SPEED_MAX_DISTANCE", _real_at_least(0), "be 0 (no limit) or a distance in metres"),
     ("TEST.PNP_RANSAC_REPROJ_ERR", _positive, "be positive (pixels)"),
     ("TEST.PNP_RANSAC_ITERS", _int_at_least(1), "be an int >= 1"),
     ("TEST.PNP_RANSAC_CONFIDENCE", _probability, _PROBABILITY),

@@ -30,6 +30,10 @@ _C.PIN_MEMORY = True
 _C.RANK = 0
 # New: seed of python / numpy / torch RNGs; negative leaves them unseeded (the original).
 _C.SEED = -1
+# New: how TRAIN.AMP / TEST.AMP run on a CPU: 'auto' (bf16 autocast only where a one-off probe
+# finds it at least 10% faster than fp32 on this processor, else fp32; the choice is logged),
+# 'on' (always bf16), 'off' (always fp32). CUDA runs fp16 whatever this says.
+_C.CPU_BF16 = "auto"
 
 _C.CUDNN = CN()
 _C.CUDNN.BENCHMARK = True
@@ -111,6 +115,12 @@ _C.TRAIN.AMP = False
 # New: decay of an exponential moving average of the weights (0 = off, e.g. 0.998); the average
 # is what is validated and saved as model_best.pth / final_state.pth (checkpoint.pth keeps both).
 _C.TRAIN.EMA_DECAY = 0.0
+# New: the learning rate's course (lib/core/lr_schedule.py): 'multistep' (the original: times
+# LR_FACTOR at each epoch of LR_STEP) or 'cosine' (half a cosine from LR to 0 over the run,
+# stepped every iteration) ...
+_C.TRAIN.LR_SCHEDULER = "multistep"
+# ... after a linear warm-up from ~0 to LR over this many epochs (0 = none; fractions allowed).
+_C.TRAIN.WARMUP_EPOCHS = 0.0
 
 _C.TEST = CN()
 _C.TEST.BATCH_SIZE_PER_GPU = 32
@@ -134,6 +144,10 @@ _C.TEST.MODEL_FILE = ""
 _C.TEST.AMP = False
 # New: fold BatchNorm into the preceding convolution for tools/test.py and tools/infer.py.
 _C.TEST.FUSE_CONV_BN = False
+# New: what runs the forward pass of tools/test.py and tools/infer.py: 'torch', or
+# 'onnxruntime' (the weights exported to ONNX at start-up, checked against PyTorch on a batch,
+# then run by onnxruntime on the CPU; needs requirements-export.txt; TEST.AMP does not apply).
+_C.TEST.RUNTIME = "torch"
 
 _C.DEBUG = CN()
 _C.DEBUG.DEBUG = False
@@ -191,6 +205,9 @@ _C.TEST.PNP_RANSAC_CONFIDENCE = 0.99
 _C.TEST.PNP_RANSAC_RETRIES = 2
 # Pose solver: confidence-weighted Levenberg-Marquardt refinement after RANSAC.
 _C.TEST.PNP_REFINE = True
+# New: a pose farther from the camera than this many metres is refused (0 = no limit): a solved
+# one counts as failed, a fallback guess is passed over (lib/spacecraft/fallback.py).
+_C.TEST.SPEED_MAX_DISTANCE = 0.0
 
 # Taken before any tool merges an experiment into the shared `_C`.
 _PRISTINE = _C.clone()

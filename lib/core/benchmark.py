@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from lib.models.fusion import fuse_conv_bn
+from lib.utils.export import onnxruntime_model
 from lib.utils.runtime import autocast
 
 
@@ -108,3 +110,62 @@ def reference_output(model: nn.Module, x: torch.Tensor, train_mode: bool) -> tor
     model = copy.deepcopy(model).train(train_mode)
     with torch.no_grad():
         return model(x).float()
+
+
+def images_per_second_of_loader(loader: Iterable, images: int) -> float:
+    """How fast a DataLoader hands out training batches (decoding, augmentation, targets)."""
+    start, seen = time.perf_counter(), 0
+    for batch in loader:
+        seen += batch[0].shape[0]
+        if seen >= images:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def training_loop_seconds(run_epoch: Callable[[], object]) -> float:
+    """Wall time of one call of the real training loop (data, step, logging, all of it)."""
+    start = time.perf_counter()
+    run_epoch()
+    return time.perf_counter() - start
+
+
+def profile_training_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, amp: bool,
+                          steps: int = 5, rows: int = 12) -> str:
+    """torch.profiler's table of the ops that take the most CPU time in ``steps`` training
+    steps (forward, loss, backward, Adam) of ``model`` on ``x``."""
+    model = copy.deepcopy(model).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
+    device = x.device
+
+    def step():
+        with autocast(device, amp):
+            out = model(x)
+        loss = 0.5 * (out.float() - target).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def measure_onnxruntime(model: nn.Module, x: torch.Tensor, reference: torch.Tensor,
+                        warmup: int = 2, repeats: int = 5, iters: int = 1) -> Measurement:
+    """The model exported to ONNX and run by onnxruntime's CPU provider (TEST.RUNTIME
+    'onnxruntime'), on the same input."""
+    runtime, _ = onnxruntime_model(copy.deepcopy(model), tuple(x.shape[2:]))
+    xc = x.cpu()
+
+    def step():
+        return runtime(xc)
+
+    times = _timed(step, warmup, repeats, iters, lambda: None)
+    diff = (step() - reference.cpu()).abs().max().item()
+    return Measurement(Mode("onnxruntime fp32 (exported ONNX)"), x.shape[0] /
+                       statistics.median(times), diff)

@@ -24,6 +24,7 @@ import lib.models
 from lib.config import check_config
 from lib.core.function import train, validate
 from lib.core.loss import build_criterion
+from lib.core.lr_schedule import build_scheduler
 from lib.core.predictor import Predictor
 from lib.core.speed_two_stage import two_stage_dataset_kwargs
 from lib.dataset import build_dataset
@@ -205,8 +206,7 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
     model = _wrap_model(cfg, model, ctx)
     criterion = build_criterion(cfg).to(ctx.device)
     optimizer = get_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.TRAIN.LR_STEP,
-                                                     cfg.TRAIN.LR_FACTOR)
+    scheduler, per_iteration = build_scheduler(cfg, optimizer, len(train_loader))
     scaler = make_grad_scaler(ctx.device, cfg.TRAIN.AMP)
     ema = _weight_average(cfg, _unwrap(model))
     evaluated = model if ema is None else ema.module  # what validation and the saved files see
@@ -241,6 +241,13 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
         writer_dict = {"writer": SummaryWriter(log_dir=ctx.tb_log_dir),
                        "train_global_steps": 0, "valid_global_steps": begin_epoch}
     last_good = checkpoint_file if os.path.exists(checkpoint_file) else ""
+
+    def after_step() -> None:
+        if per_iteration:
+            scheduler.step()
+        if ema is not None:
+            ema.update_parameters(_unwrap(model))
+
     for epoch in range(begin_epoch, cfg.TRAIN.END_EPOCH):
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
@@ -249,8 +256,9 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
                                              epoch)
         train(cfg, train_loader, model, criterion, optimizer, epoch, ctx.output_dir,
               ctx.tb_log_dir, writer_dict, scaler=scaler, last_checkpoint=last_good,
-              on_step=None if ema is None else lambda: ema.update_parameters(_unwrap(model)))
-        scheduler.step()
+              on_step=after_step)
+        if not per_iteration:
+            scheduler.step()
         perf = validate(cfg, valid_loader, valid_dataset, evaluated, criterion, ctx.output_dir,
                         ctx.tb_log_dir, writer_dict)
 

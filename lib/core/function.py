@@ -26,7 +26,7 @@ from lib.core.evaluate import accuracy
 from lib.core.predictor import Predictor
 from lib.utils import distributed
 from lib.utils.meters import AverageMeter
-from lib.utils.runtime import autocast
+from lib.utils.runtime import autocast, resolve_amp
 from lib.utils.vis import save_debug_images
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def train(config, train_loader, model: nn.Module, criterion: nn.Module,
     ``on_step`` runs after every optimizer step (the engine's weight averaging).
     """
     device = _model_device(model)
-    amp = config.TRAIN.AMP
+    amp = resolve_amp(device, config.TRAIN.AMP, config.CPU_BF16)
     channels_last = config.MODEL.CHANNELS_LAST
     rank0 = distributed.get_rank() == 0
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))

@@ -8,6 +8,7 @@ two-stage crops and ``make demo`` all go through :class:`Predictor`, so test-tim
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +24,12 @@ from lib.dataset import register
 from lib.dataset.image_boxes import ImageBoxesDataset
 from lib.models.fusion import fuse_conv_bn
 from lib.utils.checkpoint import load_weights_file
+from lib.utils.export import onnxruntime_model
 from lib.utils.image_io import configure_opencv_for_workers
-from lib.utils.runtime import autocast, select_device
+from lib.utils.runtime import autocast, resolve_amp, select_device
 from lib.utils.transforms import flip_back, input_transform
+
+logger = logging.getLogger(__name__)
 
 # (image path, box x, y, w, h in image pixels, score): what a Predictor crops and runs on
 Item = tuple[str, Sequence[float], float]
@@ -57,7 +61,8 @@ def predict_heatmaps(config: Any, model: nn.Module, input: torch.Tensor,
                      flip_pairs: Sequence | None) -> torch.Tensor:
     """The model's fp32 heatmaps for a batch already on its device: TEST.AMP autocast, and
     with TEST.FLIP_TEST the average with the mirrored image's heatmaps."""
-    with autocast(input.device, config.TEST.AMP):
+    amp = resolve_amp(input.device, config.TEST.AMP, config.CPU_BF16)
+    with autocast(input.device, amp):
         if config.TEST.FLIP_TEST and flip_pairs is not None:
             return _flip_test(model, input, flip_pairs, config.TEST.SHIFT_HEATMAP).float()
         outputs = model(input)
@@ -94,6 +99,12 @@ class Predictor:
         load_weights_file(model, weights_file)
         if cfg.TEST.FUSE_CONV_BN:
             model = fuse_conv_bn(model)
+        if cfg.TEST.RUNTIME == "onnxruntime":
+            width, height = cfg.MODEL.IMAGE_SIZE
+            model, difference = onnxruntime_model(model, (height, width))
+            logger.info("=> %s runs in onnxruntime (largest heatmap difference to PyTorch on a "
+                        "check batch: %.2g of the peak)", weights_file, difference)
+            return cls(cfg, model)
         model = model.to(device if device is not None else select_device(cfg.GPUS)).eval()
         if cfg.MODEL.CHANNELS_LAST:
             model = model.to(memory_format=torch.channels_last)
@@ -101,7 +112,9 @@ class Predictor:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """The model's device (the CPU for onnxruntime, which holds no torch parameters)."""
+        parameter = next(self.model.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
 
     def heatmaps(self, input: torch.Tensor) -> torch.Tensor:
         """fp32 heatmaps of a batch of model inputs (moved to the model's device here)."""

@@ -35,7 +35,8 @@ MIN_BOX_LANDMARKS = 2  # fewer confident coarse landmarks span no box: use the w
 
 def coarse_config(cfg: CfgNode) -> CfgNode:
     """TEST.SPEED_COARSE_CFG read over the defaults, looking at the fine run's data
-    (DATASET.ROOT, KEYPOINTS_FILE, DATA_FORMAT) with whole-image crops; frozen."""
+    (DATASET.ROOT, KEYPOINTS_FILE, DATA_FORMAT) with whole-image crops and running as the
+    fine run does (TEST.RUNTIME, CPU_BF16); frozen."""
     path = cfg.TEST.SPEED_COARSE_CFG
     if not path:
         raise ValueError("TEST.SPEED_BBOX 'model' needs TEST.SPEED_COARSE_CFG (the coarse "
@@ -47,6 +48,8 @@ def coarse_config(cfg: CfgNode) -> CfgNode:
     coarse.DATASET.KEYPOINTS_FILE = cfg.DATASET.KEYPOINTS_FILE
     coarse.DATASET.DATA_FORMAT = cfg.DATASET.DATA_FORMAT
     coarse.DATASET.SPEED_FULL_IMAGE = True
+    coarse.TEST.RUNTIME = cfg.TEST.RUNTIME
+    coarse.CPU_BF16 = cfg.CPU_BF16
     coarse.freeze()
     return coarse
 

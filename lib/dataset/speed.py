@@ -310,7 +310,8 @@ class SpeedDataset(JointsDataset):
             coarse = np.stack([self.coarse_landmarks[name] for name in names])
         filled = fill_failed_poses(
             poses, preds, self.landmarks, self.camera.matrix, self.camera.dist_coeffs, coarse,
-            self._prior_pose(cfg) if poses.num_failed else None, **options)
+            self._prior_pose(cfg) if poses.num_failed else None,
+            max_distance=cfg.TEST.SPEED_MAX_DISTANCE, **options)
         csv_file = submission_path(output_dir, self.image_set, self.box_source == "gt")
         category = spec2021_category(self.image_set)
         write_submission(csv_file, names, filled.q, filled.r,

@@ -15,6 +15,7 @@ the loader's projection, puts every landmark where the image shows it.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
@@ -533,6 +534,48 @@ def _validate_arguments(counts: tuple[int, int, int], width: int, height: int,
         raise ValueError(f"camera must be one of {', '.join(CAMERAS)}, got {camera!r}")
 
 
+_RenderSettings = tuple  # (model, camera, seed, distance range, earth fraction, JPEG quality)
+_WORKER_SETTINGS: _RenderSettings | None = None  # a render worker's copy, set once per process
+
+
+def _set_worker_settings(settings: _RenderSettings) -> None:
+    global _WORKER_SETTINGS
+    _WORKER_SETTINGS = settings
+
+
+def _render_job(job: tuple[int, int, int, Path]) -> tuple[int, PoseLabel]:
+    """Render and write image ``index`` of split ``split_index`` (``number`` of the whole set,
+    which names the file); its label. The image draws from its own generator seeded by (seed,
+    split, index), so any worker renders it to the same bytes."""
+    split_index, index, number, folder = job
+    model, lens, seed, distance_range, earth_fraction, jpeg_quality = _WORKER_SETTINGS
+    rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
+    q, r = sample_pose(model, lens, rng, distance_range)
+    with_earth = bool(rng.random() < earth_fraction)
+    image = render_image(model, q, r, lens, rng, with_earth)
+    filename = f"img{number:06d}.jpg"
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {filename}")
+    (folder / filename).write_bytes(encoded.tobytes())
+    return split_index, PoseLabel(filename, q, r)
+
+
+def _render_jobs(jobs: list, settings: _RenderSettings, workers: int):
+    """(split index, label) of every job, in job order, from ``workers`` processes."""
+    if workers <= 0:
+        workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 1)
+    if workers <= 1 or len(jobs) < 64:
+        _set_worker_settings(settings)
+        yield from map(_render_job, jobs)
+        return
+    # spawn, not fork: a forked OpenCV whose thread pool was busy in the parent can deadlock
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_set_worker_settings, initargs=(settings,)) as pool:
+        yield from pool.imap(_render_job, jobs, chunksize=16)
+
+
 def write_speed_synthetic(
     out_dir: str | os.PathLike,
     num_train: int,
@@ -546,6 +589,7 @@ def write_speed_synthetic(
     jpeg_quality: int = 95,
     show_progress: bool = True,
     camera: str = "speed",
+    workers: int = 0,
 ) -> dict:
     """Render and write the data set; returns {split: number of images}.
 
@@ -556,7 +600,8 @@ def write_speed_synthetic(
     ``camera``: ``"speed"``, SPEED's pinhole camera (the faster one), or ``"speedplus"``, the
     real SPEED+ camera with its lens distortion; either scaled to ``width`` x ``height``.
     The default distances, 3-10 m, lie within SPEED+'s (about 2.2-10 m) where the whole
-    spacecraft fits the image; SPEED's reach 50 m.
+    spacecraft fits the image; SPEED's reach 50 m. ``workers`` processes render (0: one per
+    core this process may use); the bytes do not depend on how many.
     """
     counts = (int(num_train), int(num_val), int(num_test))
     _validate_arguments(counts, width, height, earth_fraction, distance_range, camera)
@@ -570,26 +615,17 @@ def write_speed_synthetic(
     ]
     for _, folder, _ in splits:
         folder.mkdir(parents=True, exist_ok=True)
+    jobs = []  # (split, index in the split, number in the whole set, folder)
+    for split_index, (_, folder, count) in enumerate(splits):
+        jobs += [(split_index, index, len(jobs) + index + 1, folder) for index in range(count)]
     labels: dict[str, list[PoseLabel]] = {name: [] for name, _, _ in splits}
-    number = 0
-    total = sum(counts)
+    total = len(jobs)
     report_every = max(total // 50, 1)
-    for split_index, (name, folder, count) in enumerate(splits):
-        for index in range(count):
-            number += 1
-            rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
-            q, r = sample_pose(model, lens, rng, distance_range)
-            with_earth = bool(rng.random() < earth_fraction)
-            image = render_image(model, q, r, lens, rng, with_earth)
-            filename = f"img{number:06d}.jpg"
-            ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-            if not ok:
-                raise RuntimeError(f"JPEG encoding failed for {filename}")
-            (folder / filename).write_bytes(encoded.tobytes())
-            labels[name].append(PoseLabel(filename, q, r))
-            if show_progress and (number % report_every == 0 or number == total):
-                print(f"\rrendering: {number}/{total} images", end="", file=sys.stderr,
-                      flush=True)
+    settings = (model, lens, seed, distance_range, earth_fraction, jpeg_quality)
+    for number, (split_index, label) in enumerate(_render_jobs(jobs, settings, workers), 1):
+        labels[splits[split_index][0]].append(label)
+        if show_progress and (number % report_every == 0 or number == total):
+            print(f"\rrendering: {number}/{total} images", end="", file=sys.stderr, flush=True)
     if show_progress and total:
         print(file=sys.stderr)
 

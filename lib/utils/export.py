@@ -141,8 +141,10 @@ def onnx_parity(
     input_size: Sequence[int],
     batch_size: int = 3,
     seed: int = 0,
+    relative: bool = False,
 ) -> float:
-    """Max |onnxruntime - PyTorch| over every output element, on one seeded N(0, 1) batch.
+    """Max |onnxruntime - PyTorch| over every output element, on one seeded N(0, 1) batch
+    (``relative``: divided by the larger of 1 and PyTorch's largest |output|).
 
     The batch size differs from the export example's on purpose, so that the free batch axis is
     checked too. The file is validated with onnx.checker first; the run uses the CPU provider.
@@ -175,4 +177,52 @@ def onnx_parity(
     differences = [np.abs(o - t) for o, t in zip(got, expected, strict=True)]
     if not all(np.all(np.isfinite(d)) for d in differences):
         return float("inf")  # a NaN / inf on either side is no match, whatever the other says
-    return float(max(d.max(initial=0.0) for d in differences))
+    difference = float(max(d.max(initial=0.0) for d in differences))
+    if relative:
+        difference /= max(1.0, *(float(np.abs(t).max(initial=0.0)) for t in expected))
+    return difference
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An onnxruntime session behind the nn.Module call of the network it was exported from:
+    tensors in, fp32 heatmap tensors out, so flip test, decoding and every caller of the model
+    run unchanged. CPU execution provider; as many intra-op threads as torch uses."""
+
+    def __init__(self, onnx_bytes: bytes, threads: int | None = None) -> None:
+        super().__init__()
+        require_modules(["onnxruntime"])
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(onnx_bytes, options,
+                                                    providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        array = input.detach().float().cpu().contiguous().numpy()
+        (heatmaps,) = self.session.run(None, {self.input_name: array})[-1:]
+        return torch.from_numpy(heatmaps).to(input.device)
+
+
+def onnxruntime_model(model: nn.Module, input_size: Sequence[int], tolerance: float = 1e-3,
+                      exporter: str = "torchscript") -> tuple[OnnxRuntimeModel, float]:
+    """``model`` exported to ONNX in a temporary folder and loaded into onnxruntime, with the
+    largest heatmap difference to PyTorch on a seeded check batch, relative to the larger of 1
+    and the largest heatmap value (raises ValueError above ``tolerance``: a file that computes
+    something else is never used in its place)."""
+    import tempfile
+
+    height, width = _validate_input_size(input_size)
+    require_modules(required_modules(exporter, check=True))
+    model = model.cpu().eval()
+    with tempfile.TemporaryDirectory(prefix="onnx_") as folder:
+        path = export_onnx(model, Path(folder) / "model.onnx", (height, width),
+                           exporter=exporter)
+        difference = onnx_parity(model, path, (height, width), relative=True)
+        runtime = OnnxRuntimeModel(path.read_bytes())
+    if not difference <= tolerance:
+        raise ValueError(f"onnxruntime's heatmaps differ from PyTorch's by {difference:.3g} "
+                         f"of their peak (more than {tolerance:g}) on a check batch: not used")
+    return runtime, difference
