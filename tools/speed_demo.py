@@ -115,7 +115,7 @@ def plot_curves(tb_log_dir: str, out_file: Path) -> bool:
 
 def precision(config) -> str:
     """What TRAIN.AMP resolved to on this host (the choice lib.utils.runtime logs)."""
-    device = select_device(config.GPUS)
+    device = select_device(())  # the device the runs took, without a second GPUS warning
     if not resolve_amp(device, config.TRAIN.AMP, config.CPU_BF16):
         return "fp32"
     return "fp16 autocast" if device.type == "cuda" else "bf16 autocast"
