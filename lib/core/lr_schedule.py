@@ -17,7 +17,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, MultiStepLR
 
 
 def lr_factor(iteration: int, iters_per_epoch: int, end_epoch: int, schedule: str,
-              warmup_epochs: float, lr_step: list[int], lr_factor_: float) -> float:
+              warmup_epochs: float, lr_step: list[int], step_factor: float) -> float:
     """The multiplier of TRAIN.LR for the optimizer step ``iteration`` (from 0)."""
     warmup = round(warmup_epochs * iters_per_epoch)
     if iteration < warmup:
@@ -26,7 +26,7 @@ def lr_factor(iteration: int, iters_per_epoch: int, end_epoch: int, schedule: st
         span = max(1, end_epoch * iters_per_epoch - warmup)
         progress = min(1.0, (iteration - warmup) / span)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return lr_factor_ ** bisect.bisect_right(lr_step, iteration // iters_per_epoch)
+    return step_factor ** bisect.bisect_right(lr_step, iteration // iters_per_epoch)
 
 
 def build_scheduler(cfg, optimizer: torch.optim.Optimizer, iters_per_epoch: int

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -212,8 +213,6 @@ def onnxruntime_model(model: nn.Module, input_size: Sequence[int], tolerance: fl
     largest heatmap difference to PyTorch on a seeded check batch, relative to the larger of 1
     and the largest heatmap value (raises ValueError above ``tolerance``: a file that computes
     something else is never used in its place)."""
-    import tempfile
-
     height, width = _validate_input_size(input_size)
     require_modules(required_modules(exporter, check=True))
     model = model.cpu().eval()
