@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from cli import run_cli
 from lib.config import default_config, merge_from_file, merge_from_list
 from lib.core.benchmark import (
     Mode,
@@ -118,13 +119,17 @@ def bench_config(cfg_file: str, root: Path, args: argparse.Namespace) -> list[st
 
 def main() -> None:
     args = parse_args()
+    missing = [path for path in args.cfg if not Path(path).is_file()]
+    if missing:  # before a minute of rendering
+        raise FileNotFoundError(f"config file not found: {missing[0]}")
     logging.basicConfig(level=logging.WARNING)
     speedup = cpu_bf16_speedup()
     print(f"processor: {processor_summary()}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print("bf16 autocast convolution step: "
           + (f"{speedup:.2f}x fp32" if speedup else "no oneDNN bf16 kernels on this processor")
-          + f" -> TRAIN.AMP / TEST.AMP run {'bf16' if speedup >= 1.1 else 'fp32'} here "
+          + f" -> TRAIN.AMP / TEST.AMP run "
+          f"{'bf16' if resolve_amp(torch.device('cpu'), True, 'auto') else 'fp32'} here "
           "(CPU_BF16 'auto')")
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
         root = Path(tmp)
@@ -145,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
