@@ -81,6 +81,13 @@ def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, (list, tuple)) and all(check(v) for v in value)
 
 
+def _range_within(low: float, high: float) -> Callable[[Any], bool]:
+    """Two reals [a, b] with low < a <= b <= high (a range to draw from)."""
+    return lambda value: (isinstance(value, (list, tuple)) and len(value) == 2
+                          and all(_is_real(v) for v in value)
+                          and low < value[0] <= value[1] <= high)
+
+
 _NON_NEGATIVE = "be at least 0"
 _PROBABILITY = "be a probability in [0, 1]"
 
@@ -114,6 +121,21 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("DATASET.NOISE_SIGMA", _real_at_least(0), _NON_NEGATIVE),
     ("DATASET.PROB_BLUR", _probability, _PROBABILITY),
     ("DATASET.BLUR_SIGMA", _real_at_least(0), _NON_NEGATIVE),
+    ("DATASET.PROB_STYLE", _probability, _PROBABILITY),
+    ("DATASET.STYLE_SHADING", _probability, "be an amplitude in [0, 1]"),
+    ("DATASET.PROB_COARSE_DROPOUT", _probability, _PROBABILITY),
+    ("DATASET.COARSE_DROPOUT_HOLES", _int_at_least(1), "be an int >= 1"),
+    ("DATASET.COARSE_DROPOUT_SIZE", _range_within(0, 1), "be [low, high], 0 < low <= high <= 1"),
+    ("DATASET.PROB_SUN_FLARE", _probability, _PROBABILITY),
+    ("DATASET.SUN_FLARE_RADIUS", _range_within(0, 4), "be [low, high], 0 < low <= high <= 4"),
+    ("DATASET.SUN_FLARE_JITTER", _real_at_least(0), _NON_NEGATIVE),
+    ("DATASET.PROB_MOTION_BLUR", _probability, _PROBABILITY),
+    ("DATASET.MOTION_BLUR_LENGTH", _int_at_least(3), "be an int >= 3 (pixels)"),
+    ("DATASET.PROB_MEDIAN_BLUR", _probability, _PROBABILITY),
+    ("DATASET.MEDIAN_BLUR_SIZE", lambda v: _is_int(v) and v in (3, 5), "be 3 or 5"),
+    ("DATASET.PROB_ISO_NOISE", _probability, _PROBABILITY),
+    ("DATASET.ISO_NOISE_GAIN", _real_at_least(0), _NON_NEGATIVE),
+    ("DATASET.ISO_NOISE_SPECKLE", _real_at_least(0), _NON_NEGATIVE),
     ("TRAIN.LR", _real_at_least(0), _NON_NEGATIVE),
     ("TRAIN.LR_FACTOR", _real_at_least(0), _NON_NEGATIVE),
     ("TRAIN.LR_STEP", _list_of(_int_at_least(0)), "be a list of epochs (ints >= 0)"),
@@ -129,6 +151,9 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("TRAIN.EMA_DECAY", lambda v: _is_real(v) and 0 <= v < 1, "lie between 0 and 1 (0 = off)"),
     ("TEST.BATCH_SIZE_PER_GPU", _int_at_least(1), "be an int >= 1"),
     ("TEST.RUNTIME", _one_of(RUNTIMES), f"be one of {RUNTIMES}"),
+    ("TEST.ADAPT_STEPS", _int_at_least(0), "be an int >= 0 (0: no test-time adaptation)"),
+    ("TEST.ADAPT_LR", _positive, "be a positive learning rate"),
+    ("TEST.ADAPT_TEMPERATURE", _positive, "be a positive softmax temperature"),
     ("TEST.SUBPIXEL_METHOD", _one_of(SUBPIXEL_METHODS), f"be one of {SUBPIXEL_METHODS}"),
     ("TEST.OKS_THRE", _probability, "be an OKS overlap in [0, 1]"),
     ("TEST.SPEED_BBOX", _one_of(SPEED_BOX_SOURCES), f"be one of {SPEED_BOX_SOURCES}"),

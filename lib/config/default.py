@@ -148,6 +148,14 @@ _C.TEST.FUSE_CONV_BN = False
 # 'onnxruntime' (the weights exported to ONNX at start-up, checked against PyTorch on a batch,
 # then run by onnxruntime on the CPU; needs requirements-export.txt; TEST.AMP does not apply).
 _C.TEST.RUNTIME = "torch"
+# New: test-time adaptation (lib.core.adaptation) before tools/test.py predicts: ADAPT_STEPS
+# AdamW updates (0 = off) of only the normalisation layers' affine parameters, at ADAPT_LR, on
+# the unlabelled test images, minimising the predicted heatmaps' entropy; BatchNorm's running
+# statistics follow the test images. The adapted weights are saved beside the results.
+# A heatmap's pixel distribution is softmax(heatmap / ADAPT_TEMPERATURE) (targets peak at 1).
+_C.TEST.ADAPT_STEPS = 0
+_C.TEST.ADAPT_LR = 1e-4
+_C.TEST.ADAPT_TEMPERATURE = 0.1
 
 _C.DEBUG = CN()
 _C.DEBUG.DEBUG = False
@@ -175,6 +183,30 @@ _C.DATASET.NOISE_SIGMA = 8.0  # gray levels
 # Probability of a gaussian blur (0 = off), sigma uniform up to BLUR_SIGMA pixels.
 _C.DATASET.PROB_BLUR = 0.0
 _C.DATASET.BLUR_SIGMA = 1.5
+# Domain-gap steps (SPNv2-style, for models trained on synthetic images), drawn after the three
+# above, on "the object's box": the box of the joints visible in the crop (else the whole crop).
+# Probability of a random tone curve / gamma / histogram curve and shading of the whole crop,
+# a cheap stand-in for neural style transfer (0 = off) ...
+_C.DATASET.PROB_STYLE = 0.0
+_C.DATASET.STYLE_SHADING = 0.3  # ... max relative amplitude of the multiplied shading field
+# Probability of coarse dropout: 1..HOLES rectangles of random grey inside the object's box ...
+_C.DATASET.PROB_COARSE_DROPOUT = 0.0
+_C.DATASET.COARSE_DROPOUT_HOLES = 5  # ... at most this many holes ...
+_C.DATASET.COARSE_DROPOUT_SIZE = [0.2, 0.5]  # ... each side this fraction range of the box's
+# Probability of a sun flare (glare disc, halo, rays, ghosts) near the object's box center ...
+_C.DATASET.PROB_SUN_FLARE = 0.0
+_C.DATASET.SUN_FLARE_RADIUS = [0.1, 0.3]  # ... halo radius range, fraction of the box's long side
+_C.DATASET.SUN_FLARE_JITTER = 0.2  # ... center offset up to this fraction of the box's size
+# Probability of a motion blur (random direction), length 3..MOTION_BLUR_LENGTH pixels.
+_C.DATASET.PROB_MOTION_BLUR = 0.0
+_C.DATASET.MOTION_BLUR_LENGTH = 7
+# Probability of a median blur, aperture 3 up to MEDIAN_BLUR_SIZE (3 or 5).
+_C.DATASET.PROB_MEDIAN_BLUR = 0.0
+_C.DATASET.MEDIAN_BLUR_SIZE = 5
+# Probability of ISO noise: shot noise (variance = gain x signal) plus 2x2-cell speckle ...
+_C.DATASET.PROB_ISO_NOISE = 0.0
+_C.DATASET.ISO_NOISE_GAIN = 1.0  # ... gain uniform up to this (grey levels per photo-electron)
+_C.DATASET.ISO_NOISE_SPECKLE = 0.05  # ... speckle relative std uniform up to this
 # Test crops: 'gt' (oracle: box of the projected true landmarks), 'file' (SPEED_BBOX_FILE) or
 # 'model' (two-stage: boxes from the coarse model SPEED_COARSE_CFG + SPEED_COARSE_MODEL_FILE).
 _C.TEST.SPEED_BBOX = "gt"

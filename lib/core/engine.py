@@ -22,11 +22,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import lib.models
 from lib.config import check_config
+from lib.core.adaptation import ModelInputs, adapt_normalization
 from lib.core.function import train, validate
 from lib.core.loss import build_criterion
 from lib.core.lr_schedule import build_scheduler
-from lib.core.predictor import Predictor
-from lib.core.speed_two_stage import two_stage_dataset_kwargs
+from lib.core.predictor import Predictor, load_network
+from lib.core.speed_two_stage import config_after_adaptation, two_stage_dataset_kwargs
 from lib.dataset import build_dataset
 from lib.utils import distributed
 from lib.utils.checkpoint import (
@@ -343,13 +344,42 @@ def _check_ranks_agree(model: nn.Module, world_size: int) -> None:
         logger.warning("weights DIFFER between ranks: %s", [d[:16] for d in digests])
 
 
+def adapted_weights_path(output_dir: str, image_set: str) -> str:
+    """Where tools/test.py saves the weights adapted to ``image_set`` (TEST.ADAPT_STEPS)."""
+    return os.path.join(output_dir, f"model_adapted_{image_set.strip('/').replace('/', '_')}.pth")
+
+
+def _adapt_to_test_set(cfg, network: nn.Module, ctx: RunContext) -> tuple[str, Any]:
+    """TEST.ADAPT_STEPS of test-time adaptation of ``network`` (moved to the run's device) on
+    the unlabelled inputs of the test set, crops as the unadapted model frames them (a
+    two-stage coarse model is adapted first, to the whole images); every rank adapts on all of
+    them alike, rank 0 saves the weights. Returns the adapted weights' path and the config to
+    test with (adaptation done: off; the adapted coarse weights)."""
+    network.to(ctx.device)
+    if cfg.MODEL.CHANNELS_LAST:
+        network.to(memory_format=torch.channels_last)
+    _, dataset = _datasets(cfg, train_too=False, output_dir=ctx.output_dir, model=network)
+    loader = Predictor(cfg, network).loader(dataset)
+    inputs = ModelInputs(loader, ctx.device, cfg.MODEL.CHANNELS_LAST)
+    adapt_normalization(network, inputs, cfg.TEST.ADAPT_STEPS, cfg.TEST.ADAPT_LR,
+                        cfg.TEST.ADAPT_TEMPERATURE)
+    path = adapted_weights_path(ctx.output_dir, cfg.DATASET.TEST_SET)
+    if ctx.rank == 0:
+        save_atomic(network.state_dict(), path)
+        logger.info("=> weights adapted to '%s' saved to %s", cfg.DATASET.TEST_SET, path)
+    return path, config_after_adaptation(cfg, ctx.output_dir)
+
+
 def run_test(cfg, cfg_file: str) -> dict[str, Any]:
     """Evaluate TEST.MODEL_FILE on the test set; returns the perf indicator and output dir."""
     ctx = _setup(cfg, cfg_file, "valid")
     try:
         model_file = cfg.TEST.MODEL_FILE or os.path.join(ctx.output_dir, "model_best.pth")
-        predictor = Predictor.from_weights(cfg, model_file, ctx.device)
+        network = load_network(cfg, model_file)
         logger.info("=> loaded model weights from %s", model_file)
+        if cfg.TEST.ADAPT_STEPS > 0:
+            model_file, cfg = _adapt_to_test_set(cfg, network, ctx)
+        predictor = Predictor.from_network(cfg, network, ctx.device, model_file)
         _, valid_dataset = _datasets(cfg, train_too=False, output_dir=ctx.output_dir,
                                      model=predictor.model)
         valid_loader = _loader(cfg, valid_dataset, ctx, train_split=False)

@@ -70,6 +70,17 @@ def predict_heatmaps(config: Any, model: nn.Module, input: torch.Tensor,
     return output.float()
 
 
+def load_network(cfg: Any, weights_file: str) -> nn.Module:
+    """cfg's network (eval-mode build) with the weights of ``weights_file`` (checkpoint or
+    state_dict, loaded strictly and weights_only), on the CPU, unfused."""
+    if not weights_file:
+        raise FileNotFoundError("no weights file given (TEST.MODEL_FILE or the run's "
+                                "model_best.pth)")
+    model = lib.models.build_model(cfg, is_train=False)
+    load_weights_file(model, weights_file)
+    return model
+
+
 class Predictor:
     """A model ready for inference with the config's test-time options.
 
@@ -90,20 +101,22 @@ class Predictor:
     def from_weights(cls, cfg: Any, weights_file: str,
                      device: torch.device | None = None) -> Predictor:
         """cfg's network with the weights of ``weights_file`` (checkpoint or state_dict, loaded
-        strictly and weights_only), BN fused into the convolutions with TEST.FUSE_CONV_BN, on
-        ``device`` (GPUS when None), channels_last with MODEL.CHANNELS_LAST, in eval mode."""
-        if not weights_file:
-            raise FileNotFoundError("no weights file given (TEST.MODEL_FILE or the run's "
-                                    "model_best.pth)")
-        model = lib.models.build_model(cfg, is_train=False)
-        load_weights_file(model, weights_file)
+        strictly and weights_only), made ready by :meth:`from_network`."""
+        return cls.from_network(cfg, load_network(cfg, weights_file), device, weights_file)
+
+    @classmethod
+    def from_network(cls, cfg: Any, model: nn.Module, device: torch.device | None = None,
+                     name: str = "the model") -> Predictor:
+        """A network with its weights in place, made ready for inference: BN fused into the
+        convolutions with TEST.FUSE_CONV_BN, TEST.RUNTIME, on ``device`` (GPUS when None),
+        channels_last with MODEL.CHANNELS_LAST, in eval mode."""
         if cfg.TEST.FUSE_CONV_BN:
             model = fuse_conv_bn(model)
         if cfg.TEST.RUNTIME == "onnxruntime":
             width, height = cfg.MODEL.IMAGE_SIZE
-            model, difference = onnxruntime_model(model, (height, width))
+            model, difference = onnxruntime_model(model.cpu().eval(), (height, width))
             logger.info("=> %s runs in onnxruntime (largest heatmap difference to PyTorch on a "
-                        "check batch: %.2g of the peak)", weights_file, difference)
+                        "check batch: %.2g of the peak)", name, difference)
             return cls(cfg, model)
         model = model.to(device if device is not None else select_device(cfg.GPUS)).eval()
         if cfg.MODEL.CHANNELS_LAST:
@@ -147,13 +160,21 @@ class Predictor:
         """Landmarks N x J x 3 for (image path, box, score) items, cropped exactly as the
         config's data set crops its test split (``whole_image``: the box is the whole image,
         unpadded, as the spacecraft's coarse model sees it)."""
-        dataset = ImageBoxesDataset(self.cfg, items, self.flip_pairs, input_transform(),
-                                    read_grayscale=self.read_grayscale, whole_image=whole_image)
+        return self.predict(self.loader(self.items_dataset(items, whole_image)))
+
+    def items_dataset(self, items: Sequence[Item], whole_image: bool = False
+                      ) -> ImageBoxesDataset:
+        """The crops of (image path, box, score) items as the config's test split crops them
+        (``whole_image``: the box is the whole image, unpadded)."""
+        return ImageBoxesDataset(self.cfg, items, self.flip_pairs, input_transform(),
+                                 read_grayscale=self.read_grayscale, whole_image=whole_image)
+
+    def loader(self, dataset: Any) -> DataLoader:
+        """A test-time loader of ``dataset``: TEST.BATCH_SIZE_PER_GPU, WORKERS, in order."""
         configure_opencv_for_workers(self.cfg.WORKERS)
-        loader = DataLoader(dataset, batch_size=self.cfg.TEST.BATCH_SIZE_PER_GPU, shuffle=False,
-                            num_workers=self.cfg.WORKERS,
-                            pin_memory=self.cfg.PIN_MEMORY and self.device.type == "cuda")
-        return self.predict(loader)
+        return DataLoader(dataset, batch_size=self.cfg.TEST.BATCH_SIZE_PER_GPU, shuffle=False,
+                          num_workers=self.cfg.WORKERS,
+                          pin_memory=self.cfg.PIN_MEMORY and self.device.type == "cuda")
 
 
 def keypoint_records(items: Sequence[Item], keypoints: np.ndarray) -> list[dict[str, Any]]:

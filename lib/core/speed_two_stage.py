@@ -22,11 +22,14 @@ import torch
 from yacs.config import CfgNode
 
 from lib.config import default_config, merge_from_file
-from lib.core.predictor import Predictor
+from lib.core.adaptation import ModelInputs, adapt_normalization
+from lib.core.predictor import Item, Predictor, load_network
 from lib.dataset.speed import resolve_image_set
 from lib.spacecraft.files import Camera, load_camera, read_labels, read_landmarks, write_box_file
 from lib.spacecraft.geometry import project_points
 from lib.spacecraft.pose_solver import PoseBatch, pnp_options, solve_poses
+from lib.utils.checkpoint import save_atomic
+from lib.utils.runtime import select_device
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ MIN_BOX_LANDMARKS = 2  # fewer confident coarse landmarks span no box: use the w
 def coarse_config(cfg: CfgNode) -> CfgNode:
     """TEST.SPEED_COARSE_CFG read over the defaults, looking at the fine run's data
     (DATASET.ROOT, KEYPOINTS_FILE, DATA_FORMAT) with whole-image crops and running as the
-    fine run does (TEST.RUNTIME, CPU_BF16); frozen."""
+    fine run does (TEST.RUNTIME, CPU_BF16, TEST.ADAPT_*); frozen."""
     path = cfg.TEST.SPEED_COARSE_CFG
     if not path:
         raise ValueError("TEST.SPEED_BBOX 'model' needs TEST.SPEED_COARSE_CFG (the coarse "
@@ -50,6 +53,9 @@ def coarse_config(cfg: CfgNode) -> CfgNode:
     coarse.DATASET.SPEED_FULL_IMAGE = True
     coarse.TEST.RUNTIME = cfg.TEST.RUNTIME
     coarse.CPU_BF16 = cfg.CPU_BF16
+    coarse.TEST.ADAPT_STEPS = cfg.TEST.ADAPT_STEPS
+    coarse.TEST.ADAPT_LR = cfg.TEST.ADAPT_LR
+    coarse.TEST.ADAPT_TEMPERATURE = cfg.TEST.ADAPT_TEMPERATURE
     coarse.freeze()
     return coarse
 
@@ -150,12 +156,38 @@ def search_crops(cfg: CfgNode, coarse_landmarks: np.ndarray,
     return best_boxes, best_scores
 
 
-def coarse_predictor(cfg: CfgNode, device: torch.device | None = None) -> Predictor:
-    """The coarse model of TEST.SPEED_COARSE_CFG with the weights TEST.SPEED_COARSE_MODEL_FILE."""
-    if not cfg.TEST.SPEED_COARSE_MODEL_FILE:
+def coarse_predictor(cfg: CfgNode, device: torch.device | None = None,
+                     adapt_to: Sequence[Item] = (), adapted_file: str = "") -> Predictor:
+    """The coarse model of TEST.SPEED_COARSE_CFG with the weights TEST.SPEED_COARSE_MODEL_FILE;
+    with TEST.ADAPT_STEPS, first adapted to the whole images of the items ``adapt_to`` (and
+    saved to ``adapted_file`` if one is given)."""
+    weights = cfg.TEST.SPEED_COARSE_MODEL_FILE
+    if not weights:
         raise ValueError("TEST.SPEED_BBOX 'model' needs TEST.SPEED_COARSE_MODEL_FILE (the "
                          "coarse model's weights)")
-    return Predictor.from_weights(coarse_config(cfg), cfg.TEST.SPEED_COARSE_MODEL_FILE, device)
+    config = coarse_config(cfg)
+    network = load_network(config, weights)
+    if config.TEST.ADAPT_STEPS > 0 and len(adapt_to):
+        device = device if device is not None else select_device(config.GPUS)
+        network.to(device)
+        if config.MODEL.CHANNELS_LAST:
+            network.to(memory_format=torch.channels_last)
+        plain = Predictor(config, network)
+        loader = plain.loader(plain.items_dataset(adapt_to, whole_image=True))
+        adapt_normalization(network, ModelInputs(loader, device, config.MODEL.CHANNELS_LAST),
+                            config.TEST.ADAPT_STEPS, config.TEST.ADAPT_LR,
+                            config.TEST.ADAPT_TEMPERATURE)
+        if adapted_file:
+            save_atomic(network.state_dict(), adapted_file)
+            logger.info("=> coarse model adapted to %d images saved to %s", len(adapt_to),
+                        adapted_file)
+    return Predictor.from_network(config, network, device, weights)
+
+
+def whole_image_items(paths: Sequence[str], camera: Camera) -> list[Item]:
+    """(path, box, score) items whose box is the whole image of ``camera``'s size."""
+    return [(path, [0.0, 0.0, float(camera.width), float(camera.height)], 1.0)
+            for path in paths]
 
 
 def two_stage_crops(cfg: CfgNode, paths: Sequence[str], camera: Camera,
@@ -167,8 +199,7 @@ def two_stage_crops(cfg: CfgNode, paths: Sequence[str], camera: Camera,
     _CROP_CANDIDATES, search_crops. Without one (validation while training) the coarse boxes
     are the crops."""
     width, height = camera.width, camera.height
-    whole = [(path, [0.0, 0.0, float(width), float(height)], 1.0) for path in paths]
-    coarse_landmarks = coarse.predict_items(whole, whole_image=True)
+    coarse_landmarks = coarse.predict_items(whole_image_items(paths, camera), whole_image=True)
     searching = cfg.TEST.SPEED_CROP_REFINE > 0 or len(cfg.TEST.SPEED_CROP_CANDIDATES) > 0
     if fine is None or not searching:
         boxes, scores = boxes_from_landmarks(
@@ -198,6 +229,25 @@ def box_file_path(output_dir: str, image_set: str) -> str:
     return os.path.join(output_dir, f"speed_boxes_{image_set.strip('/').replace('/', '_')}.json")
 
 
+def adapted_coarse_path(output_dir: str, image_set: str) -> str:
+    """Where the coarse model adapted to ``image_set`` (TEST.ADAPT_STEPS) is saved."""
+    tag = image_set.strip('/').replace('/', '_')
+    return os.path.join(output_dir, f"model_adapted_coarse_{tag}.pth")
+
+
+def config_after_adaptation(cfg: CfgNode, output_dir: str) -> CfgNode:
+    """The test's config once TEST.ADAPT_STEPS have adapted its models: adaptation off, and
+    for two-stage crops the coarse weights adapted to the test set (adapted once, not again)."""
+    config = cfg.clone()
+    config.defrost()
+    config.TEST.ADAPT_STEPS = 0
+    if cfg.DATASET.DATASET == "speed" and cfg.TEST.SPEED_BBOX == "model":
+        config.TEST.SPEED_COARSE_MODEL_FILE = adapted_coarse_path(output_dir,
+                                                                  cfg.DATASET.TEST_SET)
+    config.freeze()
+    return config
+
+
 def two_stage_boxes(cfg: CfgNode, image_set: str, output_dir: str,
                     fine_model: torch.nn.Module | None = None
                     ) -> tuple[dict[str, tuple[np.ndarray, float]], dict[str, np.ndarray]]:
@@ -212,9 +262,12 @@ def two_stage_boxes(cfg: CfgNode, image_set: str, output_dir: str,
                                   cfg.MODEL.NUM_JOINTS)
     fine = None if fine_model is None else Predictor(cfg, fine_model)
     device = fine.device if fine is not None else None
-    boxes, scores, coarse = two_stage_crops(
-        cfg, [os.path.join(image_dir, name) for name in names], camera, landmarks_3d,
-        coarse_predictor(cfg, device), fine)
+    paths = [os.path.join(image_dir, name) for name in names]
+    coarse_model = coarse_predictor(
+        cfg, device, whole_image_items(paths, camera),
+        adapted_coarse_path(output_dir, image_set) if cfg.TEST.ADAPT_STEPS > 0 else "")
+    boxes, scores, coarse = two_stage_crops(cfg, paths, camera, landmarks_3d, coarse_model,
+                                            fine)
     path = write_box_file(box_file_path(output_dir, image_set), names, boxes, scores)
     logger.info("=> crops of %d images of '%s' (coarse model%s) written to %s", len(names),
                 image_set, "" if fine is None else

@@ -183,11 +183,13 @@ class JointsDataset(Dataset):
         DATASET.SHIFT_FACTOR (no draw when 0)."""
         return self.augmentation.shift_crop(center, scale, self.pixel_std)
 
-    def _augment_image(self, crop: np.ndarray) -> np.ndarray:
+    def _augment_image(self, crop: np.ndarray, joints: np.ndarray | None = None,
+                       joints_vis: np.ndarray | None = None) -> np.ndarray:
         """Training step on the uint8 crop (decoder channel order) before it becomes the input:
-        the photometric steps of DATASET.PROB_* (``crop`` itself, no draw, when all are off);
-        returns uint8 of the same shape."""
-        return self.augmentation.adjust_pixels(crop)
+        the photometric steps of DATASET.PROB_* (``crop`` itself, no draw, when all are off),
+        placed on the object by the joints in crop pixels (the whole crop without them);
+        returns uint8 of the same shape and never changes the joints."""
+        return self.augmentation.adjust_pixels(crop, joints, joints_vis)
 
     # ---- building the records -------------------------------------------------------------
     def _box_to_center_scale(self, x: float, y: float, w: float, h: float
@@ -375,9 +377,6 @@ class JointsDataset(Dataset):
         trans = get_affine_transform(center, scale, rotation, self.image_size)
         crop = cv2.warpAffine(image, trans, (int(self.image_size[0]), int(self.image_size[1])),
                               flags=cv2.INTER_LINEAR)
-        if self.is_train:
-            crop = self._augment_image(crop)
-        model_input = self._to_input(crop)
 
         # Visible joints into input pixels. A stack of (2 x 3) @ (3 x 1) products runs the same
         # kernel as the original's per-joint t @ (x, y, 1), so the values agree bit for bit
@@ -388,6 +387,10 @@ class JointsDataset(Dataset):
         joints = joints.copy()
         visible = joints_vis[:, 0] > 0.0
         joints[visible, :2] = moved[visible]
+
+        if self.is_train:  # after the joints: the photometric steps work on the object's box
+            crop = self._augment_image(crop, joints, joints_vis)
+        model_input = self._to_input(crop)
 
         target, target_weight = self.generate_target(joints, joints_vis)
         meta = {
