@@ -2,13 +2,17 @@
 
 Example: python tools/make_speed_synthetic.py --out data/speed_synthetic --train 300 --val 60
          --test 60 --seed 0 --width 640 --height 400 [--camera speedplus]
+         [--domains lightbox sunlamp] [--domain-count 100]
+
+--domains adds SPEED+'s lab test sets (out/<domain>/test.json, labels.json, images/): the same
+pose distribution, pictured as under the light boxes or the sun lamp.
 """
 import _init_paths  # noqa: F401, I001  (puts the repository root on sys.path)
 
 import argparse
 import sys
 
-from lib.spacecraft.renderer import CAMERAS, write_speed_synthetic
+from lib.spacecraft.renderer import CAMERAS, DOMAINS, write_speed_synthetic
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,6 +35,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "image size)")
     parser.add_argument("--workers", type=int, default=0,
                         help="rendering processes (0: one per core); the bytes are the same")
+    parser.add_argument("--domains", nargs="*", default=[], metavar="DOMAIN",
+                        help=f"lab test domains to add ({', '.join(DOMAINS)}); none by default")
+    parser.add_argument("--domain-count", type=int, default=None, metavar="N",
+                        help="images per test domain (default: the --test count)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -42,7 +50,8 @@ def main(argv=None) -> int:
             args.out, args.train, args.val, args.test, args.seed, width=args.width,
             height=args.height, earth_fraction=args.earth_fraction,
             distance_range=tuple(args.distance), show_progress=not args.quiet,
-            camera=args.camera, workers=args.workers,
+            camera=args.camera, workers=args.workers, domains=args.domains,
+            num_domain=args.domain_count,
         )
     except ValueError as err:
         print(f"make_speed_synthetic.py: error: {err}", file=sys.stderr)

@@ -10,7 +10,11 @@
    model on oracle (true) boxes;
 4. the unlabelled test split the same way -> submission CSV -> tools/speed_score.py against the
    withheld labels;
-5. overlay pictures (true and predicted wireframes) and the training curves; where all is.
+5. across the domain gap: the lab-like test domains (lightbox, sunlamp) the same way, into one
+   SPEC2021 submission scored per domain; then again after test-time adaptation of the fine
+   model to each domain (TEST.ADAPT_STEPS), the gap table;
+6. overlay pictures (true and predicted wireframes), the domain sheet and the training curves;
+   where all is.
 """
 
 import _init_paths  # noqa: F401, I001  (puts the repository root on sys.path)
@@ -26,12 +30,14 @@ from lib.config import default_config
 from lib.config import update_config
 from lib.core.engine import run_test, run_training
 from lib.core.speed_two_stage import box_file_path
-from lib.dataset.speed import submission_path
+from lib.dataset.speed import spec2021_path, submission_path
 from lib.spacecraft.files import read_submission, write_submission
 from lib.spacecraft.renderer import write_speed_synthetic
 from lib.utils.runtime import processor_summary, resolve_amp, select_device
 
 ROOT = Path(__file__).resolve().parents[1]
+DOMAINS = ("lightbox", "sunlamp")
+ADAPT_STEPS = 40
 SCORE_FIELDS = ("esa_score", "esa_score_spec2021", "rot_err_deg_mean", "rot_err_deg_median",
                 "trans_err_m_mean", "trans_err_rel_mean", "n")
 
@@ -49,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=640, help="rendered image width")
     parser.add_argument("--height", type=int, default=400, help="rendered image height")
     parser.add_argument("--seed", type=int, default=2019, help="data set seed")
+    parser.add_argument("--domains", nargs="*", default=list(DOMAINS), choices=DOMAINS,
+                        help="lab-like test domains to render and score (none: skip the gap)")
+    parser.add_argument("--domain-count", type=int, default=100,
+                        help="images to render per test domain")
+    parser.add_argument("--adapt-steps", type=int, default=ADAPT_STEPS,
+                        help="test-time adaptation steps per domain (0: no adaptation rows)")
     parser.add_argument("--overlays", type=int, default=6, help="validation images to draw")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="KEY VALUE overrides for both configs, e.g. TRAIN.END_EPOCH 2")
@@ -61,13 +73,17 @@ def ensure_data(args: argparse.Namespace) -> str:
     needed = [root / "camera.json", root / "keypoints.json", root / "synthetic" / "train.json",
               root / "synthetic" / "validation.json", root / "test" / "test.json",
               root / "test" / "labels.json"]
+    needed += [root / domain / name for domain in args.domains
+               for name in ("test.json", "labels.json")]
     if all(path.is_file() for path in needed):
         print(f"== data set: {root} (already there)")
         return "present"
+    domains = "".join(f", {args.domain_count} {domain}" for domain in args.domains)
     print(f"== rendering the embedded data set into {root}: {args.train} train, {args.val} "
-          f"validation, {args.test} test images of {args.width}x{args.height}")
+          f"validation, {args.test} test{domains} images of {args.width}x{args.height}")
     write_speed_synthetic(root, args.train, args.val, args.test, args.seed, width=args.width,
-                          height=args.height, show_progress=True)
+                          height=args.height, show_progress=True, domains=args.domains,
+                          num_domain=args.domain_count)
     return "rendered"
 
 
@@ -78,30 +94,82 @@ def load_config(cfg_file: str, opts: list[str]):
     return config
 
 
-def score(labels: Path, submission: str) -> dict:
-    """tools/speed_score.py on a submission, in a subprocess, as a user would run it."""
-    command = [sys.executable, str(ROOT / "tools" / "speed_score.py"), "--gt", str(labels),
-               "--submission", submission]
+def score(labels: list[str], submission: str) -> dict:
+    """tools/speed_score.py on a submission (``labels``: its --gt values), in a subprocess, as a
+    user would run it."""
+    command = [sys.executable, str(ROOT / "tools" / "speed_score.py"),
+               *[arg for gt in labels for arg in ("--gt", gt)], "--submission", submission]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"speed_score.py failed on {submission}: {done.stderr.strip()}")
-    print(f"$ tools/speed_score.py --gt {labels} --submission {submission}\n"
-          f"{done.stdout.strip()}")
+    print(f"$ tools/speed_score.py {' '.join(f'--gt {gt}' for gt in labels)} --submission "
+          f"{submission}\n{done.stdout.strip()}")
     return json.loads(done.stdout)
 
 
-def draw_overlays(data: Path, submission: str, count: int, out_dir: Path) -> Path:
-    """visualization/plot_speed.py on the first ``count`` rows of a validation submission."""
+def draw_overlays(data: Path, domain: str, labels: str, submission: str, count: int,
+                  out_dir: Path) -> Path:
+    """visualization/plot_speed.py on the first ``count`` rows of a submission of the images in
+    ``data/domain/images`` labelled by ``labels``."""
     rows = read_submission(submission)
     subset = out_dir / "overlay_rows.csv"
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_submission(subset, rows.filenames[:count], rows.q[:count], rows.r[:count])
     command = [sys.executable, str(ROOT / "visualization" / "plot_speed.py"),
-               "--submission", str(subset), "--labels", str(data / "synthetic" / "validation.json"),
+               "--submission", str(subset), "--labels", labels,
                "--camera", str(data / "camera.json"), "--keypoints", str(data / "keypoints.json"),
-               "--images", str(data / "synthetic" / "images"), "--save-path", str(out_dir)]
+               "--images", str(data / domain / "images"), "--save-path", str(out_dir)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     print(done.stdout.strip() or done.stderr.strip())
     return out_dir
+
+
+def test_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
+                 adapt_steps: int) -> tuple[str, dict[str, dict], str]:
+    """Two-stage inference on each lab-like test domain (after ``adapt_steps`` of test-time
+    adaptation of the fine model to it) into one SPEC2021 submission, scored per domain;
+    (submission, {domain: scores}, the run folder)."""
+    opts = fine_opts + ["OUTPUT_DIR", out_dir, "TEST.SPEED_BBOX", "model",
+                        "TEST.ADAPT_STEPS", str(adapt_steps)]
+    run_dir = ""
+    for domain in args.domains:
+        print(f"== {domain} domain (unlabelled), crops from the coarse model"
+              + (f", fine model adapted for {adapt_steps} steps" if adapt_steps else ""))
+        run = run_test(load_config(args.fine_cfg, opts + ["DATASET.TEST_SET", f"{domain}/test"]),
+                       args.fine_cfg)
+        run_dir = run["output_dir"]
+    submission = spec2021_path(run_dir)
+    labels = [f"{domain}={Path(args.data) / domain / 'labels.json'}" for domain in args.domains]
+    result = score(labels, submission)
+    return submission, {domain: result[domain] for domain in args.domains}, run_dir
+
+
+def gap_table(validation: dict, plain: dict[str, dict], adapted: dict[str, dict] | None,
+              adapt_steps: int) -> str:
+    """ESA score per domain: the demo model, then after test-time adaptation."""
+    domains = list(plain)
+    lines = ["| model | synthetic validation | " + " | ".join(domains) + " |",
+             "|---" * (len(domains) + 2) + "|",
+             f"| demo model | {validation['esa_score']:.4f} | "
+             + " | ".join(f"{plain[d]['esa_score']:.4f}" for d in domains) + " |"]
+    if adapted:
+        lines.append(f"| + test-time adaptation ({adapt_steps} steps) | - | "
+                     + " | ".join(f"{adapted[d]['esa_score']:.4f}" for d in domains) + " |")
+    ratios = ", ".join(f"{d} {plain[d]['esa_score'] / max(validation['esa_score'], 1e-9):.1f}x"
+                       for d in domains)
+    return "\n".join(lines) + f"\n\ngap (demo model): {ratios} the synthetic validation score"
+
+
+def draw_domain_sheet(data: Path, domains: list[str], out_file: Path) -> Path | None:
+    """visualization/plot_domains.py: a row of images per domain, synthetic first; None (and a
+    message) without domains or if it fails."""
+    if not domains:
+        return None
+    command = [sys.executable, str(ROOT / "visualization" / "plot_domains.py"), "--root",
+               str(data), "--count", "4", "--out", str(out_file)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    print(done.stdout.strip() or done.stderr.strip())
+    return out_file if done.returncode == 0 else None
 
 
 def plot_curves(tb_log_dir: str, out_file: Path) -> bool:
@@ -170,16 +238,33 @@ def main(argv: list[str] | None = None) -> int:
     evaluate_s = time.time() - start - rendered_s - coarse_s - fine_s
 
     print("== scores (tools/speed_score.py)")
-    val_labels = data / "synthetic" / "validation.json"
+    val_labels = str(data / "synthetic" / "validation.json")
     val_csv = submission_path(fine_dir, fine.DATASET.TEST_SET)
     oracle_csv = submission_path(fine_dir, fine.DATASET.TEST_SET, oracle=True)
     test_csv = submission_path(fine_dir, "test/test")
-    rows = [("validation", "coarse model (two-stage)", score(val_labels, val_csv)),
-            ("validation", "ORACLE true boxes", score(val_labels, oracle_csv)),
-            ("test", "coarse model (two-stage)", score(data / "test" / "labels.json", test_csv))]
+    rows = [("validation", "coarse model (two-stage)", score([val_labels], val_csv)),
+            ("validation", "ORACLE true boxes", score([val_labels], oracle_csv)),
+            ("test", "coarse model (two-stage)",
+             score([str(data / "test" / "labels.json")], test_csv))]
+
+    domains_start = time.time()
+    spec2021, plain, adapted, adapted_dir = "", {}, None, ""
+    if args.domains:
+        spec2021, plain, _ = test_domains(args, fine_opts, args.out, 0)
+        if args.adapt_steps > 0:
+            adapted_out = str(Path(args.out) / "adapted")
+            adapted_spec2021, adapted, adapted_dir = test_domains(args, fine_opts, adapted_out,
+                                                                  args.adapt_steps)
+    domains_s = time.time() - domains_start
 
     pictures = Path(args.out) / "pictures"
-    draw_overlays(data, val_csv, args.overlays, pictures / "overlays")
+    draw_overlays(data, "synthetic", val_labels, val_csv, args.overlays,
+                  pictures / "overlays")
+    for domain in args.domains:
+        draw_overlays(data, domain, str(data / domain / "labels.json"),
+                      submission_path(fine_dir, f"{domain}/test"), args.overlays,
+                      pictures / f"overlays_{domain}")
+    sheet = draw_domain_sheet(data, args.domains, pictures / "domains.png")
     curves = [(name, run, pictures / f"curves_{name}.png")
               for name, run in (("coarse", coarse_run), ("fine", fine_run))]
     curves = [(name, out) for name, run, out in curves if plot_curves(run["tb_log_dir"], out)]
@@ -187,16 +272,29 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n== spacecraft demo: ESA score (lower is better; oracle boxes for comparison only)")
     print(markdown_table(rows))
+    if args.domains:
+        print("\n== across the domain gap: ESA score per domain (SPEC2021 submission scored "
+              "per category)")
+        print(gap_table(rows[0][2], plain, adapted, args.adapt_steps))
     print(f"\ntime: {total_s / 60:.1f} min in all (data {data_state} {rendered_s:.0f} s, coarse "
           f"training {coarse_s:.0f} s, fine training {fine_s:.0f} s, inference + PnP "
-          f"{evaluate_s:.0f} s) on {processor_summary()}, training in {precision(fine)}")
+          f"{evaluate_s:.0f} s, test domains and adaptation {domains_s:.0f} s) on "
+          f"{processor_summary()}, training in {precision(fine)}")
     print("where everything is:")
     print(f"  data set               {data}")
     print(f"  coarse model           {coarse_weights}")
     print(f"  fine model             {fine.TEST.MODEL_FILE}")
     print(f"  crop boxes             {val_boxes}, {test_boxes}")
     print(f"  submissions            {val_csv}, {test_csv} (oracle: {oracle_csv})")
-    print(f"  overlays               {pictures / 'overlays'}")
+    if args.domains:
+        print(f"  SPEC2021 submission    {spec2021}")
+    if adapted:
+        print(f"  adapted (SPEC2021)     {adapted_spec2021}")
+        print(f"  adapted fine models    {adapted_dir}/model_adapted_*.pth")
+    print(f"  overlays               {pictures / 'overlays'}"
+          + "".join(f", {pictures / f'overlays_{domain}'}" for domain in args.domains))
+    if sheet:
+        print(f"  domain sheet           {sheet}")
     for name, out in curves:
         print(f"  training curves ({name}) {out}")
     print(f"  logs                   {coarse_run['output_dir']}, {fine_dir}, {args.log}")

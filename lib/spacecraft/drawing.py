@@ -1,19 +1,22 @@
-"""Spacecraft wireframes over images: the model's edges projected at a pose.
+"""Spacecraft wireframes over images (the model's edges projected at a pose), and sheets of
+images of the data set's domains side by side.
 
 The drawing primitives are those of ``lib.utils.drawing``; this module adds what needs the
-spacecraft geometry (the landmark model and the projection).
+spacecraft geometry (the landmark model and the projection) or its data sets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from lib.spacecraft.geometry import project_points
-from lib.utils.drawing import draw_wireframe
+from lib.utils.drawing import draw_text_box, draw_wireframe, to_bgr
 
-__all__ = ["Wireframe", "SPACECRAFT_WIREFRAME", "draw_projected_wireframe"]
+__all__ = ["Wireframe", "SPACECRAFT_WIREFRAME", "draw_projected_wireframe", "domain_sheet"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +78,30 @@ def draw_projected_wireframe(
     draw_wireframe(image, pixels, wireframe.edges, color, thickness,
                    dots=range(wireframe.num_landmarks))
     return pixels[: wireframe.num_landmarks]
+
+
+def domain_sheet(
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]],
+    cell_width: int = 320,
+    gap: int = 4,
+) -> np.ndarray:
+    """One BGR picture of labelled rows of images (e.g. synthetic, lightbox, sunlamp), each
+    image scaled to ``cell_width`` pixels wide and the row's label in its first image's corner,
+    so that the domains of a data set can be compared at a glance."""
+    if not rows or not any(images for _, images in rows):
+        raise ValueError("a domain sheet needs at least one image")
+    first = next(image for _, images in rows for image in images)
+    cell_height = max(1, int(round(cell_width * first.shape[0] / first.shape[1])))
+    columns = max(len(images) for _, images in rows)
+    sheet = np.full((len(rows) * (cell_height + gap) + gap, columns * (cell_width + gap) + gap, 3),
+                    255, np.uint8)
+    for row, (label, images) in enumerate(rows):
+        top = gap + row * (cell_height + gap)
+        for column, image in enumerate(images):
+            left = gap + column * (cell_width + gap)
+            cell = cv2.resize(to_bgr(image), (cell_width, cell_height),
+                              interpolation=cv2.INTER_AREA)
+            if column == 0:
+                draw_text_box(cell, [label], font_scale=max(0.4, cell_height / 300.0))
+            sheet[top:top + cell_height, left:left + cell_width] = cell
+    return sheet

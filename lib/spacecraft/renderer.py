@@ -12,18 +12,38 @@ the parts are painted far to near in that order. Parts are painted through a pin
 a distorting camera then sees that picture through its lens (a remap whose table comes from
 OpenCV's inverse of the same distortion model), so ``lib.spacecraft.geometry.project_points``,
 the loader's projection, puts every landmark where the image shows it.
+
+SPEED+'s lab test domains (``lightbox``, ``sunlamp``) take the same poses through the same camera
+and lens; here they get the geometry (what each pixel sees, shadows, where the lamp is), and
+``lib.spacecraft.domains`` the lighting, materials, optics and sensor.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from lib.spacecraft.domains import (
+    CELL,
+    DOMAINS,
+    FOIL,
+    FRAME,
+    GRID,
+    PAINT,
+    ROD,
+    LampView,
+    Scene,
+    SurfaceBuffers,
+    develop,
+    draw_scene,
+    shade,
+)
 from lib.spacecraft.files import (
     Camera,
     PoseLabel,
@@ -40,9 +60,11 @@ __all__ = [
     "tango_model",
     "sample_pose",
     "render_image",
+    "render_domain_image",
     "face_id_map",
     "write_speed_synthetic",
     "CAMERAS",
+    "DOMAINS",
 ]
 
 # Hexahedron faces for vertices given as end A (0-3, cyclic) then end B (4-7, same order).
@@ -512,6 +534,212 @@ def _paint_markings(
                  1, cv2.LINE_AA, _SUBPIXEL_BITS)
 
 
+# ------------------------------------------------------------------ SPEED+'s lab test domains
+def _surface_tables(model: SatelliteModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per surface id (0 nothing, 1..F faces, then the decals, then the cell grid): the face it
+    lies on (-1 for none), its kind of surface and its albedo (the decals' own, else 1).
+
+    Tango's mock-up: the body is wrapped in MLI foil, the panel's upper face holds the solar
+    cells (the grid between them is metal), the rest of the panel is its painted frame, the
+    antennas are metal rods and the decals are paint.
+    """
+    num_faces, num_decals = len(model.faces), len(model.decals)
+    face = np.concatenate([[-1], np.arange(num_faces), [f for f, _, _ in model.decals],
+                           [model.grid_face]])
+    kind = np.full(num_faces + num_decals + 2, FOIL)
+    kind[1:num_faces + 1] = np.select(
+        [model.part == 0, np.arange(num_faces) == model.grid_face, model.part == 1],
+        [FOIL, CELL, FRAME], ROD)
+    kind[num_faces + 1:num_faces + num_decals + 1] = PAINT
+    kind[-1] = GRID
+    albedo = np.ones(len(kind))
+    albedo[num_faces + 1:num_faces + num_decals + 1] = [a for _, _, a in model.decals]
+    return face, kind, albedo
+
+
+def _surface_ids(model: SatelliteModel, q: np.ndarray, r: np.ndarray, pinhole: Camera
+                 ) -> np.ndarray:
+    """H x W int32 map of the surface id (see :func:`_surface_tables`) seen at each canvas pixel,
+    painted in :func:`render_image`'s order (faces far to near, each with its markings)."""
+    faces, _, centers_cam = _faces_far_to_near(model, q, r)
+    polygons = _fixed_point(project_points(model.vertices, q, r, pinhole.matrix))[model.faces]
+    ids = np.zeros((pinhole.height, pinhole.width), np.int32)
+    num_faces = len(model.faces)
+    for face in faces:
+        cv2.fillConvexPoly(ids, polygons[face], int(face) + 1, cv2.LINE_8, _SUBPIXEL_BITS)
+        for k, (decal_face, polygon, _) in enumerate(model.decals):
+            if decal_face == face:
+                points = _fixed_point(project_points(polygon, q, r, pinhole.matrix))
+                cv2.fillConvexPoly(ids, points, num_faces + 1 + k, cv2.LINE_8, _SUBPIXEL_BITS)
+        cell_px = pinhole.matrix[0, 0] * model.grid_spacing / centers_cam[face, 2]
+        if face == model.grid_face and cell_px >= 5.0:  # as render_image draws them
+            ends = project_points(model.grid_lines.reshape(-1, 3), q, r, pinhole.matrix)
+            for start, stop in _fixed_point(ends).reshape(-1, 2, 2):
+                cv2.line(ids, tuple(int(v) for v in start), tuple(int(v) for v in stop),
+                         num_faces + len(model.decals) + 1, 1, cv2.LINE_8, _SUBPIXEL_BITS)
+    return ids
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a x b of two 3-vectors (np.cross costs more than the whole sum for one pair)."""
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2],
+                     a[0] * b[1] - a[1] * b[0]])
+
+
+def _occlusion_query(model: SatelliteModel, q: np.ndarray, r: np.ndarray, points: np.ndarray,
+                     pixel_part: np.ndarray, footprint: float):
+    """SurfaceBuffers.occlusion for the surface points ``points`` (N x 3, camera frame) lying on
+    the parts ``pixel_part``: a shadow map per light direction.
+
+    The model is painted as the light sees it (orthographic, parts far to near by the same
+    separating planes as for the camera), each pixel of a part with the part's number. A point
+    is lit where the map shows its own part or nothing: convex parts never shadow themselves,
+    so only other parts cast shadows. A light of angular radius a blurs the map over the
+    penumbra a * 0.15 m (a typical gap between a part and the shadow it casts).
+    """
+    dcm = quat_to_dcm(q)
+    vertices = body_to_camera(model.vertices, q, r)
+    normals = model.normals @ dcm
+    part_centers = np.array([vertices[model.faces[model.part == p]].reshape(-1, 3).mean(axis=0)
+                             for p in range(model.num_parts)])
+    extent = float(np.ptp(vertices, axis=0).max())
+    parts_seen = np.flatnonzero(np.bincount(pixel_part, minlength=model.num_parts))
+
+    def occlusion(direction: np.ndarray, radius: float) -> np.ndarray:
+        light = np.asarray(direction, dtype=np.float64)
+        light = light / np.linalg.norm(light)
+        # two axes across the light: x (or y) less its share along the light, then light x that
+        helper = np.eye(3)[0 if abs(light[0]) < 0.9 else 1]
+        across = helper - (helper @ light) * light
+        across /= np.linalg.norm(across)
+        basis = np.column_stack([across, _cross(light, across)])
+        # no finer than a pixel, nor than a third of the penumbra (which blurs it anyway)
+        cell = max(footprint, extent / 768.0, radius * 0.05)
+        flat = vertices @ basis
+        low = flat.min(axis=0) - 2.0 * cell
+        size = np.ceil((flat.max(axis=0) - low) / cell).astype(int) + 3
+        shadow_map = np.zeros((size[1], size[0]), np.int32)
+        polygons = _fixed_point((flat - low) / cell)[model.faces]
+        light_in_body = dcm @ (1e4 * light)  # the light's place seen from the body's origin
+        for part in _paint_order(model, light_in_body, -(part_centers @ light)):
+            for face in np.flatnonzero((model.part == part) & (normals @ light > 0)):
+                cv2.fillConvexPoly(shadow_map, polygons[face], int(part) + 1, cv2.LINE_8,
+                                   _SUBPIXEL_BITS)
+        where = np.rint((points @ basis.astype(np.float32) - low.astype(np.float32))
+                        / np.float32(cell)).astype(np.int32)
+        np.maximum(where, 0, out=where)
+        np.minimum(where, size - 1, out=where)
+        place = where[:, 1] * size[0] + where[:, 0]
+        penumbra = radius * 0.15 / cell
+        if penumbra < 0.5:
+            seen = shadow_map.ravel().take(place)
+            return ((seen == 0) | (seen == pixel_part + 1)).astype(np.float32)
+        lit = np.zeros((model.num_parts, *shadow_map.shape), np.float32)
+        for part in parts_seen:
+            mask = ((shadow_map == 0) | (shadow_map == part + 1)).astype(np.float32)
+            lit[part] = cv2.GaussianBlur(mask, (0, 0), penumbra)
+        return lit.ravel().take(place + pixel_part * shadow_map.size)
+
+    return occlusion
+
+
+def _surface_buffers(model: SatelliteModel, q: np.ndarray, r: np.ndarray, pinhole: Camera,
+                     ids: np.ndarray) -> SurfaceBuffers:
+    """Per covered canvas pixel: the 3-D point its ray meets on its face, the face's frame, the
+    surface kind and texture coordinates (see lib.spacecraft.domains.SurfaceBuffers)."""
+    id_face, id_kind, id_albedo = _surface_tables(model)
+    corners = project_points(model.vertices, q, r, pinhole.matrix)
+    left, top = np.clip(np.floor(corners.min(axis=0)).astype(int) - 1, 0, None)
+    right, bottom = np.ceil(corners.max(axis=0)).astype(int) + 2
+    rows, cols = np.nonzero(ids[top:bottom, left:right])
+    rows, cols = rows + top, cols + left
+    pixel_ids = ids[rows, cols]
+    face = id_face[pixel_ids]
+    dcm = quat_to_dcm(q)
+    normals = model.normals @ dcm
+    vertices = body_to_camera(model.vertices, q, r)
+    offsets = np.sum(normals * vertices[model.faces[:, 0]], axis=1)  # planes n . x = offset
+    matrix = pinhole.matrix
+    rays = np.empty((len(rows), 3), np.float32)
+    rays[:, 0] = (cols - matrix[0, 2]) / matrix[0, 0]
+    rays[:, 1] = (rows - matrix[1, 2]) / matrix[1, 1]
+    rays[:, 2] = 1.0
+    pixel_normals = normals.astype(np.float32)[face]
+    slant = np.einsum("ij,ij->i", pixel_normals, rays)
+    slant[np.abs(slant) < 1e-6] = -1e-6
+    points = rays * (offsets.astype(np.float32)[face] / slant)[:, None]
+    # A tangent frame per face (along its first edge), texture coordinates in metres from an
+    # origin of its own so that no two faces show the same patch of texture:
+    # u = (body point) . t_u = (camera point - r) . (t_u turned into the camera frame).
+    edges = model.vertices[model.faces[:, 1]] - model.vertices[model.faces[:, 0]]
+    tangent_u = (edges / np.linalg.norm(edges, axis=1, keepdims=True)) @ dcm
+    tangent_v = np.cross(normals, tangent_u)
+    origin = np.column_stack([0.137 * np.arange(len(edges)) - tangent_u @ r,
+                              0.291 * np.arange(len(edges)) - tangent_v @ r])
+    pixel_u = tangent_u.astype(np.float32)[face]
+    pixel_v = tangent_v.astype(np.float32)[face]
+    uv = np.column_stack([np.einsum("ij,ij->i", points, pixel_u),
+                          np.einsum("ij,ij->i", points, pixel_v)]) + origin[face]
+    footprint = float(np.linalg.norm(r)) / float(matrix[0, 0])
+    return SurfaceBuffers(
+        shape=ids.shape, rows=rows, cols=cols, kind=id_kind[pixel_ids],
+        albedo=id_albedo[pixel_ids].astype(np.float32), points=points, normals=pixel_normals,
+        tangent_u=pixel_u, tangent_v=pixel_v, uv=uv, footprint=footprint,
+        occlusion=_occlusion_query(model, q, r, points, model.part[face], footprint),
+    )
+
+
+def _lamp_view(scene: Scene, r: np.ndarray, camera: Camera, pinhole: Camera,
+               ids: np.ndarray) -> LampView | None:
+    """Where the sun lamp appears in the picture; None when it sends no light into the lens
+    (behind the camera or more than 60 degrees off its axis) or the spacecraft hides it."""
+    if scene.lamp is None:
+        return None
+    position = np.asarray(r, dtype=np.float64) + scene.lamp.offset
+    if position[2] < 0.5 * np.linalg.norm(position):
+        return None
+    on_canvas = (pinhole.matrix @ position)[:2] / position[2]
+    column, row = np.round(on_canvas).astype(int)
+    inside = 0 <= column < pinhole.width and 0 <= row < pinhole.height
+    if inside and ids[row, column] > 0:
+        return None
+    identity = np.array([1.0, 0.0, 0.0, 0.0])
+    if inside:  # on the canvas the lens distortion is one-to-one: project through it
+        pixel = project_points(position[None], identity, np.zeros(3), camera.matrix,
+                               camera.dist_coeffs)[0]
+    else:  # far outside the frame only the direction of its glare matters
+        pixel = (camera.matrix @ position)[:2] / position[2]
+    return LampView(pixel, float(camera.matrix[0, 0] * scene.lamp.radius / position[2]))
+
+
+def render_domain_image(
+    model: SatelliteModel,
+    q: np.ndarray,
+    r: np.ndarray,
+    camera: Camera,
+    rng: np.random.Generator,
+    domain: str,
+) -> np.ndarray:
+    """One H x W uint8 picture of the model at pose (q, r) as SPEED+'s lab test ``domain``
+    (``lightbox`` or ``sunlamp``) would take it, from ``rng``'s draws.
+
+    The geometry is :func:`render_image`'s (the same canvas, painting order and lens remap), so
+    the labels' projection puts every landmark on its place; the looks are those of
+    :mod:`lib.spacecraft.domains`: the lab's lights and the mock-up's materials shade the
+    canvas, then the lens and the sensor make the picture.
+    """
+    scene = draw_scene(domain, rng)
+    pinhole = _lens_warp(camera).canvas if camera.has_distortion else camera
+    ids = _surface_ids(model, q, r, pinhole)
+    surface = _surface_buffers(model, q, r, pinhole, ids)
+    radiance = np.zeros(ids.shape, np.float32)
+    radiance[surface.rows, surface.cols] = shade(surface, scene)
+    if camera.has_distortion:
+        radiance = _through_lens(radiance, camera, cv2.INTER_LINEAR)
+    lamp = _lamp_view(scene, r, camera, pinhole, ids)
+    return develop(radiance, scene, lamp, camera.matrix[:2, 2], rng)
+
+
 # -------------------------------------------------------------------------------------- writing
 CAMERAS = {"speed": speed_camera, "speedplus": speedplus_camera}  # write_speed_synthetic's choice
 MIN_DISTANCE, MAX_DISTANCE = 2.2, 50.0  # SPEED+'s closest poses; SPEED's farthest
@@ -534,7 +762,12 @@ def _validate_arguments(counts: tuple[int, int, int], width: int, height: int,
         raise ValueError(f"camera must be one of {', '.join(CAMERAS)}, got {camera!r}")
 
 
+# The generator's split numbers are part of every image's seed: 0-2 train, validation and test,
+# then one per lab test domain, the same whichever domains a call asks for.
+_DOMAIN_SPLITS = {"lightbox": 3, "sunlamp": 4}
+_SPLIT_DOMAINS = {number: name for name, number in _DOMAIN_SPLITS.items()}
 _RenderSettings = tuple  # (model, camera, seed, distance range, earth fraction, JPEG quality)
+_POOL_MIN_JOBS = 64  # fewer images render sooner in this process than a pool of them starts
 _WORKER_SETTINGS: _RenderSettings | None = None  # a render worker's copy, set once per process
 
 
@@ -551,8 +784,11 @@ def _render_job(job: tuple[int, int, int, Path]) -> tuple[int, PoseLabel]:
     model, lens, seed, distance_range, earth_fraction, jpeg_quality = _WORKER_SETTINGS
     rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
     q, r = sample_pose(model, lens, rng, distance_range)
-    with_earth = bool(rng.random() < earth_fraction)
-    image = render_image(model, q, r, lens, rng, with_earth)
+    if split_index in _SPLIT_DOMAINS:
+        image = render_domain_image(model, q, r, lens, rng, _SPLIT_DOMAINS[split_index])
+    else:
+        with_earth = bool(rng.random() < earth_fraction)
+        image = render_image(model, q, r, lens, rng, with_earth)
     filename = f"img{number:06d}.jpg"
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     if not ok:
@@ -566,7 +802,7 @@ def _render_jobs(jobs: list, settings: _RenderSettings, workers: int):
     if workers <= 0:
         workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count() or 1)
-    if workers <= 1 or len(jobs) < 64:
+    if workers <= 1 or len(jobs) < _POOL_MIN_JOBS:
         _set_worker_settings(settings)
         yield from map(_render_job, jobs)
         return
@@ -590,11 +826,17 @@ def write_speed_synthetic(
     show_progress: bool = True,
     camera: str = "speed",
     workers: int = 0,
+    domains: Sequence[str] = (),
+    num_domain: int | None = None,
 ) -> dict:
     """Render and write the data set; returns {split: number of images}.
 
     Layout (SPEED+): camera.json, keypoints.json, synthetic/{train,validation}.json,
     synthetic/images/, test/test.json (filenames only), test/labels.json, test/images/.
+    ``domains`` adds SPEED+'s lab test sets, ``lightbox`` and/or ``sunlamp`` (see
+    :func:`render_domain_image`), ``num_domain`` images each (None: as many as ``num_test``),
+    as <domain>/test.json (filenames only), <domain>/labels.json and <domain>/images/; their
+    poses are drawn as the synthetic ones are. Asking for them changes no byte of the others.
     File names run img000001.jpg ... across all splits. Each image draws from its own
     generator seeded by (seed, split, index), so the same arguments give the same bytes.
     ``camera``: ``"speed"``, SPEED's pinhole camera (the faster one), or ``"speedplus"``, the
@@ -605,25 +847,32 @@ def write_speed_synthetic(
     """
     counts = (int(num_train), int(num_val), int(num_test))
     _validate_arguments(counts, width, height, earth_fraction, distance_range, camera)
+    wanted = _domain_names(domains)
+    domain_count = counts[2] if num_domain is None else int(num_domain)
+    if domain_count < 0:
+        raise ValueError(f"the number of images per test domain must be >= 0, got {domain_count}")
     out = Path(out_dir)
     lens = CAMERAS[camera](width, height)
     model = tango_model()
-    splits = [
-        ("train", out / "synthetic" / "images", counts[0]),
-        ("validation", out / "synthetic" / "images", counts[1]),
-        ("test", out / "test" / "images", counts[2]),
+    splits = [  # (name, folder, count, split number)
+        ("train", out / "synthetic" / "images", counts[0], 0),
+        ("validation", out / "synthetic" / "images", counts[1], 1),
+        ("test", out / "test" / "images", counts[2], 2),
     ]
-    for _, folder, _ in splits:
+    splits += [(name, out / name / "images", domain_count, _DOMAIN_SPLITS[name])
+               for name in wanted]
+    for _, folder, _, _ in splits:
         folder.mkdir(parents=True, exist_ok=True)
     jobs = []  # (split, index in the split, number in the whole set, folder)
-    for split_index, (_, folder, count) in enumerate(splits):
+    for _, folder, count, split_index in splits:
         jobs += [(split_index, index, len(jobs) + index + 1, folder) for index in range(count)]
-    labels: dict[str, list[PoseLabel]] = {name: [] for name, _, _ in splits}
+    name_of = {split_index: name for name, _, _, split_index in splits}
+    labels: dict[str, list[PoseLabel]] = {name: [] for name, _, _, _ in splits}
     total = len(jobs)
     report_every = max(total // 50, 1)
     settings = (model, lens, seed, distance_range, earth_fraction, jpeg_quality)
     for number, (split_index, label) in enumerate(_render_jobs(jobs, settings, workers), 1):
-        labels[splits[split_index][0]].append(label)
+        labels[name_of[split_index]].append(label)
         if show_progress and (number % report_every == 0 or number == total):
             print(f"\rrendering: {number}/{total} images", end="", file=sys.stderr, flush=True)
     if show_progress and total:
@@ -633,6 +882,16 @@ def write_speed_synthetic(
     write_landmarks(out / "keypoints.json", model.landmarks)
     write_labels(out / "synthetic" / "train.json", labels["train"])
     write_labels(out / "synthetic" / "validation.json", labels["validation"])
-    write_labels(out / "test" / "test.json", [PoseLabel(lab.filename) for lab in labels["test"]])
-    write_labels(out / "test" / "labels.json", labels["test"])
-    return {name: count for name, _, count in splits}
+    for name in ["test", *wanted]:  # unlabelled as the challenge gave them, truth beside
+        write_labels(out / name / "test.json", [PoseLabel(lab.filename) for lab in labels[name]])
+        write_labels(out / name / "labels.json", labels[name])
+    return {name: count for name, _, count, _ in splits}
+
+
+def _domain_names(domains: Sequence[str] | str) -> list[str]:
+    """The requested lab test domains, in order, each once; an unknown name is a ValueError."""
+    names = [domains] if isinstance(domains, str) else list(domains)
+    for name in names:
+        if name not in DOMAINS:
+            raise ValueError(f"unknown test domain {name!r}: choose from {', '.join(DOMAINS)}")
+    return list(dict.fromkeys(names))
