@@ -9,7 +9,7 @@ from torch import nn
 
 from lib.config import cfg as default_cfg
 from lib.config import merge_from_file, merge_from_list
-from lib.core.benchmark import PLAIN, Mode, measure_inference, reference_output
+from lib.core.benchmark import PLAIN, Mode, fit_epochs, measure_inference, reference_output
 from lib.core.inference import get_max_preds
 from lib.models import build_model
 from lib.utils.runtime import autocast
@@ -90,3 +90,11 @@ def test_fused_conv_bn_matches_plain(model_and_input):
     fast = _outputs(fused, x, True, False)
     assert (fast - plain).abs().max().item() < 1e-4 * max(1.0, plain.abs().max().item())
     np.testing.assert_array_equal(get_max_preds(fast)[0], get_max_preds(plain)[0])
+
+
+def test_fit_epochs_shrinks_every_run_alike_and_keeps_what_fits():
+    assert fit_epochs(100.0, [8, 12], [5.0, 4.0]) == [8, 12]  # 88 s fit
+    # 176 s wanted in 88: half of each, rounded down
+    assert fit_epochs(88.0, [8, 12], [10.0, 8.0]) == [4, 6]
+    assert fit_epochs(50.0, [7, 11], [10.0, 10.0]) == [1, 3]  # factor 50/180
+    assert fit_epochs(0.0, [8, 12], [10.0, 8.0]) == [1, 1]  # never below one epoch

@@ -4,7 +4,10 @@
 
 1. render the embedded SPEED+-layout data set into --data (skipped when it is already there);
 2. train the coarse model (whole downscaled image) and the fine model (crop around the
-   spacecraft), experiments/speed/hrnet/demo_{coarse,fine}.yaml;
+   spacecraft), experiments/speed/hrnet/demo_{coarse,fine}.yaml; where their TRAIN.END_EPOCH
+   would not fit --budget-minutes on this host (a timed training step of each tells), both
+   schedules shrink alike, so the demo keeps its time on a slow processor and trains longer on
+   a fast one;
 3. two-stage inference on the validation split (tools/test.py's path, TEST.SPEED_BBOX 'model'):
    coarse landmarks -> crops -> fine landmarks -> PnP -> pose, scored; beside it the same fine
    model on oracle (true) boxes;
@@ -26,11 +29,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from lib.config import default_config
 from lib.config import update_config
+from lib.core.benchmark import Mode, fit_epochs, measure_training, reference_output
 from lib.core.engine import run_test, run_training
 from lib.core.speed_two_stage import box_file_path
 from lib.dataset.speed import spec2021_path, submission_path
+from lib.models import build_model
 from lib.spacecraft.files import read_submission, write_submission
 from lib.spacecraft.renderer import write_speed_synthetic
 from lib.utils.runtime import processor_summary, resolve_amp, select_device
@@ -38,6 +45,12 @@ from lib.utils.runtime import processor_summary, resolve_amp, select_device
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("lightbox", "sunlamp")
 ADAPT_STEPS = 40
+# The epoch estimate from a timed training step: data, augmentation, logging and the memory
+# traffic of 4000 cached images add half to the step (real epochs of the demo models on a
+# 2-core AVX2 EPYC: 1.3-1.6x the timed step); validation costs about a step per image.
+LOOP_OVERHEAD = 1.5
+VALIDATION_COST = 1.0
+AFTER_TRAINING_SHARE = 0.2  # of the budget: inference, test domains, adaptation, pictures
 SCORE_FIELDS = ("esa_score", "esa_score_spec2021", "rot_err_deg_mean", "rot_err_deg_median",
                 "trans_err_m_mean", "trans_err_rel_mean", "n")
 
@@ -61,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="images to render per test domain")
     parser.add_argument("--adapt-steps", type=int, default=ADAPT_STEPS,
                         help="test-time adaptation steps per domain (0: no adaptation rows)")
+    parser.add_argument("--budget-minutes", type=float, default=20.0,
+                        help="the whole demo's time: both models' epochs shrink alike where "
+                             "their TRAIN.END_EPOCH would not fit this host (0: no limit)")
     parser.add_argument("--overlays", type=int, default=6, help="validation images to draw")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="KEY VALUE overrides for both configs, e.g. TRAIN.END_EPOCH 2")
@@ -85,6 +101,39 @@ def ensure_data(args: argparse.Namespace) -> str:
                           height=args.height, show_progress=True, domains=args.domains,
                           num_domain=args.domain_count)
     return "rendered"
+
+
+def epoch_seconds(config, train_images: int, val_images: int) -> float:
+    """Seconds an epoch of ``config`` should take here: its training step timed on a random
+    batch in the precision TRAIN.AMP resolves to, scaled up for the loop and validation."""
+    device = select_device(())
+    model = build_model(config, is_train=True).to(device)
+    width, height = config.MODEL.IMAGE_SIZE
+    x = torch.randn(config.TRAIN.BATCH_SIZE_PER_GPU, 3, height, width, device=device)
+    reference = reference_output(model, x, train_mode=True)
+    mode = Mode("probe", channels_last=config.MODEL.CHANNELS_LAST,
+                amp=resolve_amp(device, config.TRAIN.AMP, config.CPU_BF16))
+    rate = measure_training(model, x, torch.rand_like(reference), mode, reference, warmup=2,
+                            repeats=3, iters=2).images_per_s
+    return (train_images * LOOP_OVERHEAD + val_images * VALIDATION_COST) / rate
+
+
+def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> list[int]:
+    """Each model's epochs: TRAIN.END_EPOCH, all shrunk alike where they would not fit the
+    training share of --budget-minutes on this host."""
+    wanted = [config.TRAIN.END_EPOCH for config in configs]
+    if args.budget_minutes <= 0:
+        return wanted
+    seconds = [epoch_seconds(config, args.train, args.val) for config in configs]
+    budget_s = args.budget_minutes * 60.0 * (1.0 - AFTER_TRAINING_SHARE) - spent_s
+    epochs = fit_epochs(budget_s, wanted, seconds)
+    print(f"== time budget {args.budget_minutes:g} min: an epoch takes about "
+          + " and ".join(f"{s:.0f} s ({name})" for s, name in zip(seconds, ("coarse", "fine"),
+                                                                   strict=True))
+          + f" here (a timed training step); {budget_s:.0f} s of training fit "
+          + " and ".join(f"{got} of {want} epochs" for got, want in zip(epochs, wanted,
+                                                                       strict=True)))
+    return epochs
 
 
 def load_config(cfg_file: str, opts: list[str]):
@@ -208,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     common = ["DATASET.ROOT", str(data), "OUTPUT_DIR", args.out, "LOG_DIR", args.log,
               *args.opts]
 
+    coarse_epochs, fine_epochs = plan_epochs(
+        args, [load_config(args.coarse_cfg, common), load_config(args.fine_cfg, common)],
+        rendered_s)
+
     print("== training the coarse model (whole image)")
-    coarse = load_config(args.coarse_cfg, common)
+    coarse = load_config(args.coarse_cfg, common + ["TRAIN.END_EPOCH", str(coarse_epochs)])
     coarse_run = run_training(coarse, args.coarse_cfg)
     coarse_weights = str(Path(coarse_run["output_dir"]) / "model_best.pth")
     coarse_s = time.time() - start - rendered_s
@@ -217,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     print("== training the fine model (crop around the spacecraft)")
     fine_opts = common + ["TEST.SPEED_COARSE_CFG", args.coarse_cfg,
                           "TEST.SPEED_COARSE_MODEL_FILE", coarse_weights]
-    fine = load_config(args.fine_cfg, fine_opts)
+    fine = load_config(args.fine_cfg, fine_opts + ["TRAIN.END_EPOCH", str(fine_epochs)])
     fine_run = run_training(fine, args.fine_cfg)
     fine_dir = fine_run["output_dir"]
     fine_opts += ["TEST.MODEL_FILE", str(Path(fine_dir) / "model_best.pth")]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -169,3 +170,15 @@ def measure_onnxruntime(model: nn.Module, x: torch.Tensor, reference: torch.Tens
     diff = (step() - reference.cpu()).abs().max().item()
     return Measurement(Mode("onnxruntime fp32 (exported ONNX)"), x.shape[0] /
                        statistics.median(times), diff)
+
+
+def fit_epochs(budget_s: float, epochs: Sequence[int], epoch_seconds: Sequence[float]
+               ) -> list[int]:
+    """Epochs for runs trained one after the other within ``budget_s`` seconds: each run's
+    ``epochs`` scaled by one common factor (rounded down, at least 1), or unchanged when they
+    fit. The runs keep their proportions, so a slow host shortens every schedule alike."""
+    wanted = sum(count * seconds for count, seconds in zip(epochs, epoch_seconds, strict=True))
+    if wanted <= budget_s:
+        return list(epochs)
+    factor = max(budget_s, 0.0) / wanted
+    return [max(1, math.floor(count * factor)) for count in epochs]
