@@ -44,13 +44,13 @@ from lib.utils.runtime import processor_summary, resolve_amp, select_device
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("lightbox", "sunlamp")
-ADAPT_STEPS = 40
+ADAPT_STEPS = 20
 # The epoch estimate from a timed training step: data, augmentation, logging and the memory
 # traffic of 4000 cached images add half to the step (real epochs of the demo models on a
 # 2-core AVX2 EPYC: 1.3-1.6x the timed step); validation costs about a step per image.
 LOOP_OVERHEAD = 1.5
 VALIDATION_COST = 1.0
-AFTER_TRAINING_SHARE = 0.2  # of the budget: inference, test domains, adaptation, pictures
+AFTER_TRAINING_SHARE = 0.15  # of the budget: inference, test domains, adaptation, pictures
 SCORE_FIELDS = ("esa_score", "esa_score_spec2021", "rot_err_deg_mean", "rot_err_deg_median",
                 "trans_err_m_mean", "trans_err_rel_mean", "n")
 
