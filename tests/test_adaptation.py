@@ -19,6 +19,7 @@ import lib.core.speed_two_stage as two_stage
 from lib.config import default_config, merge_from_list
 from lib.core.adaptation import (
     adapt_normalization,
+    adapted_weights_path,
     heatmap_entropy,
     mean_entropy,
     normalization_layers,
@@ -151,22 +152,29 @@ def test_single_image_batches_are_refused_not_looped_forever():
         adapt_normalization(tiny_hrnet(), [torch.zeros(1, 3, 64, 64)], steps=2, lr=1e-3)
 
 
-def test_tools_test_path_adapts_saves_and_tests_the_adapted_weights(speed_root, tmp_path):
+def tiny_test_run(speed_root, tmp_path, seed: int, options: dict):
+    """A tiny fine HRNet's config file, its frozen test config (adaptation and ``options``
+    set, TEST.MODEL_FILE its saved random weights) and the model."""
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(yaml.safe_dump({"MODEL": {"NAME": "pose_hrnet", "EXTRA": TINY_HRNET}}))
     cfg = build_cfg(str(cfg_file), {
         **SPEED_CFG, "DATASET.ROOT": str(speed_root), "OUTPUT_DIR": str(tmp_path / "out"),
-        "LOG_DIR": str(tmp_path / "log"), "TEST.BATCH_SIZE_PER_GPU": 2,
-        "TEST.ADAPT_STEPS": 3, "TEST.ADAPT_LR": 1e-2})
-    torch.manual_seed(3)
+        "LOG_DIR": str(tmp_path / "log"), "TEST.BATCH_SIZE_PER_GPU": 2, "TEST.ADAPT_LR": 1e-2,
+        **options})
+    torch.manual_seed(seed)
     model = build_model(cfg, is_train=True)
-    weights = tmp_path / "source.pth"
+    weights = tmp_path / f"source_{seed}.pth"
     torch.save(model.state_dict(), weights)
     cfg.defrost()
     cfg.TEST.MODEL_FILE = str(weights)
     cfg.freeze()
-    result = engine.run_test(cfg, str(cfg_file))
-    adapted = torch.load(engine.adapted_weights_path(result["output_dir"], "validation"),
+    return str(cfg_file), cfg, model
+
+
+def test_tools_test_path_adapts_saves_and_tests_the_adapted_weights(speed_root, tmp_path):
+    cfg_file, cfg, model = tiny_test_run(speed_root, tmp_path, 3, {"TEST.ADAPT_STEPS": 3})
+    result = engine.run_test(cfg, cfg_file)
+    adapted = torch.load(adapted_weights_path(result["output_dir"], "validation"),
                          weights_only=True)
     source = model.state_dict()
     assert adapted.keys() == source.keys()
@@ -180,31 +188,19 @@ def test_two_stage_test_adapts_the_coarse_model_once_and_tests_with_both_adapted
     from test_speed_two_stage import write_coarse_model
 
     coarse_cfg_file, coarse_weights = write_coarse_model(tmp_path)
-    fine_cfg_file = tmp_path / "tiny.yaml"
-    fine_cfg_file.write_text(yaml.safe_dump({"MODEL": {"NAME": "pose_hrnet",
-                                                       "EXTRA": TINY_HRNET}}))
-    cfg = build_cfg(str(fine_cfg_file), {
-        **SPEED_CFG, "DATASET.ROOT": str(speed_root), "OUTPUT_DIR": str(tmp_path / "out"),
-        "LOG_DIR": str(tmp_path / "log"), "TEST.BATCH_SIZE_PER_GPU": 2,
+    cfg_file, cfg, _ = tiny_test_run(speed_root, tmp_path, 4, {
         "TEST.SPEED_BBOX": "model", "TEST.SPEED_COARSE_CFG": coarse_cfg_file,
         "TEST.SPEED_COARSE_MODEL_FILE": coarse_weights, "TEST.SPEED_CROP_REFINE": 1,
-        "TEST.ADAPT_STEPS": 2, "TEST.ADAPT_LR": 1e-2})
-    torch.manual_seed(4)
-    fine = build_model(cfg, is_train=True)
-    weights = tmp_path / "fine.pth"
-    torch.save(fine.state_dict(), weights)
-    cfg.defrost()
-    cfg.TEST.MODEL_FILE = str(weights)
-    cfg.freeze()
-    result = engine.run_test(cfg, str(fine_cfg_file))
+        "TEST.ADAPT_STEPS": 2})
+    result = engine.run_test(cfg, cfg_file)
     out = result["output_dir"]
-    coarse_file = two_stage.adapted_coarse_path(out, "validation")
+    coarse_file = adapted_weights_path(out, "validation", "coarse")
     source = torch.load(coarse_weights, weights_only=True)
     adapted = torch.load(coarse_file, weights_only=True)
     coarse_model = build_model(two_stage.coarse_config(cfg), is_train=False)
     changed = {k for k in source if not torch.equal(source[k], adapted[k])}
     assert changed and changed <= normalization_names(coarse_model)
-    assert os.path.isfile(engine.adapted_weights_path(out, "validation"))
+    assert os.path.isfile(adapted_weights_path(out, "validation"))
     # the test itself ran on the adapted coarse model, adapted once
     after = two_stage.config_after_adaptation(cfg, out)
     assert after.TEST.ADAPT_STEPS == 0 and after.TEST.SPEED_COARSE_MODEL_FILE == coarse_file

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -148,3 +149,23 @@ def adapt_normalization(model: nn.Module, batches: Iterable[torch.Tensor], steps
     logger.info("=> test-time adaptation: %d steps on %d images, heatmap entropy %.4f -> %.4f",
                 steps, images, before, after)
     return report
+
+
+def adapted_weights_path(output_dir: str, image_set: str, model: str = "") -> str:
+    """Where a test saves a model adapted to ``image_set``: ``model_adapted_<set>.pth``, or
+    ``model_adapted_<model>_<set>.pth`` for another model of the test (the coarse one)."""
+    tag = "_".join(filter(None, [model, image_set.strip("/").replace("/", "_")]))
+    return os.path.join(output_dir, f"model_adapted_{tag}.pth")
+
+
+def adapt_on_loader(cfg, network: nn.Module, loader: Iterable, device: torch.device
+                    ) -> AdaptationReport:
+    """cfg's TEST.ADAPT_STEPS / _LR / _TEMPERATURE of :func:`adapt_normalization` of
+    ``network`` (moved to ``device``, channels_last with MODEL.CHANNELS_LAST) on the inputs of
+    a test-time loader's batches."""
+    network.to(device)
+    if cfg.MODEL.CHANNELS_LAST:
+        network.to(memory_format=torch.channels_last)
+    inputs = ModelInputs(loader, device, cfg.MODEL.CHANNELS_LAST)
+    return adapt_normalization(network, inputs, cfg.TEST.ADAPT_STEPS, cfg.TEST.ADAPT_LR,
+                               cfg.TEST.ADAPT_TEMPERATURE)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import lib.models
 from lib.config import check_config
-from lib.core.adaptation import ModelInputs, adapt_normalization
+from lib.core.adaptation import adapt_on_loader, adapted_weights_path
 from lib.core.function import train, validate
 from lib.core.loss import build_criterion
 from lib.core.lr_schedule import build_scheduler
@@ -344,11 +344,6 @@ def _check_ranks_agree(model: nn.Module, world_size: int) -> None:
         logger.warning("weights DIFFER between ranks: %s", [d[:16] for d in digests])
 
 
-def adapted_weights_path(output_dir: str, image_set: str) -> str:
-    """Where tools/test.py saves the weights adapted to ``image_set`` (TEST.ADAPT_STEPS)."""
-    return os.path.join(output_dir, f"model_adapted_{image_set.strip('/').replace('/', '_')}.pth")
-
-
 def _adapt_to_test_set(cfg, network: nn.Module, ctx: RunContext) -> tuple[str, Any]:
     """TEST.ADAPT_STEPS of test-time adaptation of ``network`` (moved to the run's device) on
     the unlabelled inputs of the test set, crops as the unadapted model frames them (a
@@ -356,13 +351,8 @@ def _adapt_to_test_set(cfg, network: nn.Module, ctx: RunContext) -> tuple[str, A
     them alike, rank 0 saves the weights. Returns the adapted weights' path and the config to
     test with (adaptation done: off; the adapted coarse weights)."""
     network.to(ctx.device)
-    if cfg.MODEL.CHANNELS_LAST:
-        network.to(memory_format=torch.channels_last)
     _, dataset = _datasets(cfg, train_too=False, output_dir=ctx.output_dir, model=network)
-    loader = Predictor(cfg, network).loader(dataset)
-    inputs = ModelInputs(loader, ctx.device, cfg.MODEL.CHANNELS_LAST)
-    adapt_normalization(network, inputs, cfg.TEST.ADAPT_STEPS, cfg.TEST.ADAPT_LR,
-                        cfg.TEST.ADAPT_TEMPERATURE)
+    adapt_on_loader(cfg, network, Predictor(cfg, network).loader(dataset), ctx.device)
     path = adapted_weights_path(ctx.output_dir, cfg.DATASET.TEST_SET)
     if ctx.rank == 0:
         save_atomic(network.state_dict(), path)

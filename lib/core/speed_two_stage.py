@@ -22,7 +22,7 @@ import torch
 from yacs.config import CfgNode
 
 from lib.config import default_config, merge_from_file
-from lib.core.adaptation import ModelInputs, adapt_normalization
+from lib.core.adaptation import adapt_on_loader, adapted_weights_path
 from lib.core.predictor import Item, Predictor, load_network
 from lib.dataset.speed import resolve_image_set
 from lib.spacecraft.files import Camera, load_camera, read_labels, read_landmarks, write_box_file
@@ -170,13 +170,9 @@ def coarse_predictor(cfg: CfgNode, device: torch.device | None = None,
     if config.TEST.ADAPT_STEPS > 0 and len(adapt_to):
         device = device if device is not None else select_device(config.GPUS)
         network.to(device)
-        if config.MODEL.CHANNELS_LAST:
-            network.to(memory_format=torch.channels_last)
         plain = Predictor(config, network)
         loader = plain.loader(plain.items_dataset(adapt_to, whole_image=True))
-        adapt_normalization(network, ModelInputs(loader, device, config.MODEL.CHANNELS_LAST),
-                            config.TEST.ADAPT_STEPS, config.TEST.ADAPT_LR,
-                            config.TEST.ADAPT_TEMPERATURE)
+        adapt_on_loader(config, network, loader, device)
         if adapted_file:
             save_atomic(network.state_dict(), adapted_file)
             logger.info("=> coarse model adapted to %d images saved to %s", len(adapt_to),
@@ -229,12 +225,6 @@ def box_file_path(output_dir: str, image_set: str) -> str:
     return os.path.join(output_dir, f"speed_boxes_{image_set.strip('/').replace('/', '_')}.json")
 
 
-def adapted_coarse_path(output_dir: str, image_set: str) -> str:
-    """Where the coarse model adapted to ``image_set`` (TEST.ADAPT_STEPS) is saved."""
-    tag = image_set.strip('/').replace('/', '_')
-    return os.path.join(output_dir, f"model_adapted_coarse_{tag}.pth")
-
-
 def config_after_adaptation(cfg: CfgNode, output_dir: str) -> CfgNode:
     """The test's config once TEST.ADAPT_STEPS have adapted its models: adaptation off, and
     for two-stage crops the coarse weights adapted to the test set (adapted once, not again)."""
@@ -242,8 +232,8 @@ def config_after_adaptation(cfg: CfgNode, output_dir: str) -> CfgNode:
     config.defrost()
     config.TEST.ADAPT_STEPS = 0
     if cfg.DATASET.DATASET == "speed" and cfg.TEST.SPEED_BBOX == "model":
-        config.TEST.SPEED_COARSE_MODEL_FILE = adapted_coarse_path(output_dir,
-                                                                  cfg.DATASET.TEST_SET)
+        config.TEST.SPEED_COARSE_MODEL_FILE = adapted_weights_path(
+            output_dir, cfg.DATASET.TEST_SET, "coarse")
     config.freeze()
     return config
 
@@ -265,7 +255,8 @@ def two_stage_boxes(cfg: CfgNode, image_set: str, output_dir: str,
     paths = [os.path.join(image_dir, name) for name in names]
     coarse_model = coarse_predictor(
         cfg, device, whole_image_items(paths, camera),
-        adapted_coarse_path(output_dir, image_set) if cfg.TEST.ADAPT_STEPS > 0 else "")
+        adapted_weights_path(output_dir, image_set, "coarse") if cfg.TEST.ADAPT_STEPS > 0
+        else "")
     boxes, scores, coarse = two_stage_crops(cfg, paths, camera, landmarks_3d, coarse_model,
                                             fine)
     path = write_box_file(box_file_path(output_dir, image_set), names, boxes, scores)
