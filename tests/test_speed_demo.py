@@ -1,5 +1,6 @@
 """`make demo` (tools/speed_demo.py) end to end at a toy size: every stage runs, every file it
-announces exists, and the gap table scores each lab-like domain before and after adaptation."""
+announces exists, and the gap table scores each lab-like domain before and after adaptation
+and self-training."""
 
 from __future__ import annotations
 
@@ -26,10 +27,13 @@ def test_demo_runs_every_stage_and_scores_the_domain_gap(tmp_path, run_tool):
     demo_row = re.search(r"\| demo model \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", gap)
     adapted_row = re.search(r"\| \+ test-time adaptation \(2 steps\) \| - \| ([\d.]+) \| "
                             r"([\d.]+) \|", gap)
-    assert demo_row and adapted_row, gap
+    self_row = re.search(r"\| \+ pseudo-label self-training \(1 round\(s\); (\d+) lightbox, "
+                         r"(\d+) sunlamp images kept\) \| - \| ([\d.]+) \| ([\d.]+) \|", gap)
+    assert demo_row and adapted_row and self_row, gap
     # one SPEC2021 file per run, both domains, category first
     for line in text.splitlines():
-        if line.strip().startswith(("SPEC2021 submission", "adapted (SPEC2021)")):
+        if line.strip().startswith(("SPEC2021 submission", "adapted (SPEC2021)",
+                                    "self-trained (SPEC2021)")):
             with open(line.split()[-1], newline="") as handle:
                 categories = {row[0] for row in csv.reader(handle)}
             assert categories == {"lightbox", "sunlamp"}

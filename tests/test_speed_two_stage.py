@@ -24,7 +24,7 @@ from lib.dataset.speed import SpeedDataset
 from lib.models import build_model
 from lib.spacecraft.files import SpeedFileError, read_box_file, write_box_file
 from lib.spacecraft.geometry import project_points
-from lib.spacecraft.pose_solver import pnp_options, solve_poses
+from lib.spacecraft.pose_solver import pnp_options, pose_agreement, solve_poses
 
 WIDTH, HEIGHT = 320, 200  # conftest's shared set
 NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
@@ -181,7 +181,7 @@ def test_pose_agreement_counts_the_confidence_of_the_landmarks_the_pose_explains
                         **pnp_options(candidate_cfg()))
     assert poses.success.all()
     poses.success[1] = False
-    agreement = two_stage.pose_agreement(landmarks, poses, BODY, CAMERA, None, 0.02)
+    agreement = pose_agreement(landmarks, poses, BODY, CAMERA, None, 0.02)
     np.testing.assert_allclose(agreement, [10 * 0.5, 0.0])
 
 

@@ -7,15 +7,16 @@
    spacecraft), experiments/speed/hrnet/demo_{coarse,fine}.yaml; where their TRAIN.END_EPOCH
    would not fit --budget-minutes on this host (a timed training step of each tells), both
    schedules shrink alike, so the demo keeps its time on a slow processor and trains longer on
-   a fast one;
+   a fast one; once the coarse run is done, its real epoch time re-plans the fine run;
 3. two-stage inference on the validation split (tools/test.py's path, TEST.SPEED_BBOX 'model'):
    coarse landmarks -> crops -> fine landmarks -> PnP -> pose, scored; beside it the same fine
    model on oracle (true) boxes;
 4. the unlabelled test split the same way -> submission CSV -> tools/speed_score.py against the
    withheld labels;
 5. across the domain gap: the lab-like test domains (lightbox, sunlamp) the same way, into one
-   SPEC2021 submission scored per domain; then again after test-time adaptation of the fine
-   model to each domain (TEST.ADAPT_STEPS), the gap table;
+   SPEC2021 submission scored per domain; then again after test-time adaptation of both
+   models to each domain (TEST.ADAPT_STEPS), and after a round of pseudo-label self-training of
+   the fine model on each domain (lib.core.self_training): the gap table;
 6. overlay pictures (true and predicted wireframes), the domain sheet and the training curves;
    where all is.
 """
@@ -24,9 +25,11 @@ import _init_paths  # noqa: F401, I001  (puts the repository root on sys.path)
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +38,7 @@ from lib.config import default_config
 from lib.config import update_config
 from lib.core.benchmark import Mode, fit_epochs, measure_training, reference_output
 from lib.core.engine import run_test, run_training
+from lib.core.self_training import PSEUDO_SET, self_train
 from lib.core.speed_two_stage import box_file_path
 from lib.dataset.speed import spec2021_path, submission_path
 from lib.models import build_model
@@ -45,12 +49,15 @@ from lib.utils.runtime import processor_summary, resolve_amp, select_device
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("lightbox", "sunlamp")
 ADAPT_STEPS = 20
+SELF_TRAIN_ROUNDS = 1
 # The epoch estimate from a timed training step: data, augmentation, logging and the memory
 # traffic of 4000 cached images add half to the step (real epochs of the demo models on a
 # 2-core AVX2 EPYC: 1.3-1.6x the timed step); validation costs about a step per image.
 LOOP_OVERHEAD = 1.5
 VALIDATION_COST = 1.0
-AFTER_TRAINING_SHARE = 0.15  # of the budget: inference, test domains, adaptation, pictures
+# The budget's share kept for after training: inference, test domains, adaptation,
+# self-training, pictures (~4 minutes on the slowest host).
+AFTER_TRAINING_SHARE = 0.22
 SCORE_FIELDS = ("esa_score", "esa_score_spec2021", "rot_err_deg_mean", "rot_err_deg_median",
                 "trans_err_m_mean", "trans_err_rel_mean", "n")
 
@@ -74,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="images to render per test domain")
     parser.add_argument("--adapt-steps", type=int, default=ADAPT_STEPS,
                         help="test-time adaptation steps per domain (0: no adaptation rows)")
+    parser.add_argument("--self-train-rounds", type=int, default=SELF_TRAIN_ROUNDS,
+                        help="rounds of pseudo-label self-training per domain (0: no such row)")
     parser.add_argument("--budget-minutes", type=float, default=20.0,
                         help="the whole demo's time: both models' epochs shrink alike where "
                              "their TRAIN.END_EPOCH would not fit this host (0: no limit)")
@@ -118,21 +127,51 @@ def epoch_seconds(config, train_images: int, val_images: int) -> float:
     return (train_images * LOOP_OVERHEAD + val_images * VALIDATION_COST) / rate
 
 
-def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> list[int]:
+@dataclass
+class EpochPlan:
+    """Both models' TRAIN.END_EPOCH, the epochs they get, the timed-step estimate of an epoch
+    of each, and the demo-clock second by which training must end (inf: no budget)."""
+
+    wanted: list[int]
+    epochs: list[int]
+    estimates_s: list[float]
+    training_end_s: float
+
+
+def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> EpochPlan:
     """Each model's epochs: TRAIN.END_EPOCH, all shrunk alike where they would not fit the
     training share of --budget-minutes on this host."""
     wanted = [config.TRAIN.END_EPOCH for config in configs]
     if args.budget_minutes <= 0:
-        return wanted
+        return EpochPlan(wanted, wanted, [0.0] * len(wanted), math.inf)
     seconds = [epoch_seconds(config, args.train, args.val) for config in configs]
-    budget_s = args.budget_minutes * 60.0 * (1.0 - AFTER_TRAINING_SHARE) - spent_s
-    epochs = fit_epochs(budget_s, wanted, seconds)
+    training_end_s = args.budget_minutes * 60.0 * (1.0 - AFTER_TRAINING_SHARE)
+    epochs = fit_epochs(training_end_s - spent_s, wanted, seconds)
     print(f"== time budget {args.budget_minutes:g} min: an epoch takes about "
           + " and ".join(f"{s:.0f} s ({name})" for s, name in zip(seconds, ("coarse", "fine"),
                                                                    strict=True))
-          + f" here (a timed training step); {budget_s:.0f} s of training fit "
+          + f" here (a timed training step); {training_end_s - spent_s:.0f} s of training fit "
           + " and ".join(f"{got} of {want} epochs" for got, want in zip(epochs, wanted,
                                                                        strict=True)))
+    return EpochPlan(wanted, epochs, seconds, training_end_s)
+
+
+def replan_fine_epochs(plan: EpochPlan, coarse_s: float, elapsed_s: float) -> int:
+    """The fine model's epochs once the coarse run is done: the coarse run's real seconds per
+    epoch against its estimate correct the fine model's estimate (same host, loop and data),
+    and the fine run gets what is left of the training time, up to its TRAIN.END_EPOCH. The
+    first plan rounds each schedule down and guesses the loop's overhead; this spends the
+    slack."""
+    if not math.isfinite(plan.training_end_s):
+        return plan.epochs[1]
+    coarse_estimate_s, fine_estimate_s = plan.estimates_s
+    calibration = (coarse_s / plan.epochs[0]) / coarse_estimate_s
+    fine_epoch_s = fine_estimate_s * calibration
+    wanted = plan.wanted[1]
+    epochs = fit_epochs(plan.training_end_s - elapsed_s, [wanted], [fine_epoch_s])[0]
+    print(f"== the coarse model took {coarse_s / plan.epochs[0]:.0f} s an epoch "
+          f"({calibration:.2f}x the estimate): the fine model gets {epochs} of {wanted} epochs "
+          f"(about {fine_epoch_s:.0f} s each, {plan.training_end_s - elapsed_s:.0f} s left)")
     return epochs
 
 
@@ -174,18 +213,21 @@ def draw_overlays(data: Path, domain: str, labels: str, submission: str, count: 
 
 
 def test_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
-                 adapt_steps: int) -> tuple[str, dict[str, dict], str]:
+                 adapt_steps: int = 0, models: dict[str, str] | None = None
+                 ) -> tuple[str, dict[str, dict], str]:
     """Two-stage inference on each lab-like test domain (after ``adapt_steps`` of test-time
-    adaptation of the fine model to it) into one SPEC2021 submission, scored per domain;
-    (submission, {domain: scores}, the run folder)."""
+    adaptation of both models to it; with ``models``, that domain's own fine weights) into one
+    SPEC2021 submission, scored per domain; (submission, {domain: scores}, the run folder)."""
     opts = fine_opts + ["OUTPUT_DIR", out_dir, "TEST.SPEED_BBOX", "model",
                         "TEST.ADAPT_STEPS", str(adapt_steps)]
     run_dir = ""
     for domain in args.domains:
         print(f"== {domain} domain (unlabelled), crops from the coarse model"
-              + (f", fine model adapted for {adapt_steps} steps" if adapt_steps else ""))
-        run = run_test(load_config(args.fine_cfg, opts + ["DATASET.TEST_SET", f"{domain}/test"]),
-                       args.fine_cfg)
+              + (f", both models adapted for {adapt_steps} steps" if adapt_steps else "")
+              + (f", fine model {models[domain]}" if models else ""))
+        own = ["TEST.MODEL_FILE", models[domain]] if models else []
+        run = run_test(load_config(args.fine_cfg, opts + own
+                                   + ["DATASET.TEST_SET", f"{domain}/test"]), args.fine_cfg)
         run_dir = run["output_dir"]
     submission = spec2021_path(run_dir)
     labels = [f"{domain}={Path(args.data) / domain / 'labels.json'}" for domain in args.domains]
@@ -193,17 +235,38 @@ def test_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
     return submission, {domain: result[domain] for domain in args.domains}, run_dir
 
 
-def gap_table(validation: dict, plain: dict[str, dict], adapted: dict[str, dict] | None,
-              adapt_steps: int) -> str:
-    """ESA score per domain: the demo model, then after test-time adaptation."""
+def self_train_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str
+                       ) -> tuple[dict[str, str], dict[str, int]]:
+    """--self-train-rounds of pseudo-label self-training of the fine model on each domain's
+    unlabelled images (lib.core.self_training); ({domain: weights}, {domain: images kept in
+    the last round})."""
+    weights, kept = {}, {}
+    for domain in args.domains:
+        print(f"== {domain} domain: pseudo-label self-training of the fine model "
+              f"({args.self_train_rounds} round(s))")
+        config = load_config(args.fine_cfg, fine_opts + [
+            "OUTPUT_DIR", out_dir, "TEST.SPEED_BBOX", "model", "DATASET.TEST_SET",
+            f"{domain}/test", "SELF_TRAINING.ROUNDS", str(args.self_train_rounds)])
+        result = self_train(config, args.fine_cfg)
+        weights[domain], kept[domain] = result["model_file"], result["kept"][-1]
+    return weights, kept
+
+
+def gap_table(validation: dict, plain: dict[str, dict],
+              adapted: tuple[str, dict[str, dict]] | None = None,
+              self_trained: tuple[str, dict[str, dict]] | None = None) -> str:
+    """ESA score per domain: the demo model, then after each way across the gap ((row name,
+    scores by domain))."""
     domains = list(plain)
     lines = ["| model | synthetic validation | " + " | ".join(domains) + " |",
              "|---" * (len(domains) + 2) + "|",
              f"| demo model | {validation['esa_score']:.4f} | "
              + " | ".join(f"{plain[d]['esa_score']:.4f}" for d in domains) + " |"]
-    if adapted:
-        lines.append(f"| + test-time adaptation ({adapt_steps} steps) | - | "
-                     + " | ".join(f"{adapted[d]['esa_score']:.4f}" for d in domains) + " |")
+    for row in (adapted, self_trained):
+        if row:
+            name, scores = row
+            lines.append(f"| {name} | - | "
+                         + " | ".join(f"{scores[d]['esa_score']:.4f}" for d in domains) + " |")
     ratios = ", ".join(f"{d} {plain[d]['esa_score'] / max(validation['esa_score'], 1e-9):.1f}x"
                        for d in domains)
     return "\n".join(lines) + f"\n\ngap (demo model): {ratios} the synthetic validation score"
@@ -257,16 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     common = ["DATASET.ROOT", str(data), "OUTPUT_DIR", args.out, "LOG_DIR", args.log,
               *args.opts]
 
-    coarse_epochs, fine_epochs = plan_epochs(
+    plan = plan_epochs(
         args, [load_config(args.coarse_cfg, common), load_config(args.fine_cfg, common)],
         rendered_s)
 
     print("== training the coarse model (whole image)")
-    coarse = load_config(args.coarse_cfg, common + ["TRAIN.END_EPOCH", str(coarse_epochs)])
+    coarse = load_config(args.coarse_cfg, common + ["TRAIN.END_EPOCH", str(plan.epochs[0])])
     coarse_run = run_training(coarse, args.coarse_cfg)
     coarse_weights = str(Path(coarse_run["output_dir"]) / "model_best.pth")
     coarse_s = time.time() - start - rendered_s
 
+    fine_epochs = replan_fine_epochs(plan, coarse_s, time.time() - start)
     print("== training the fine model (crop around the spacecraft)")
     fine_opts = common + ["TEST.SPEED_COARSE_CFG", args.coarse_cfg,
                           "TEST.SPEED_COARSE_MODEL_FILE", coarse_weights]
@@ -301,13 +365,21 @@ def main(argv: list[str] | None = None) -> int:
              score([str(data / "test" / "labels.json")], test_csv))]
 
     domains_start = time.time()
-    spec2021, plain, adapted, adapted_dir = "", {}, None, ""
+    spec2021, plain, adapted, adapted_dir, self_trained = "", {}, None, "", None
     if args.domains:
-        spec2021, plain, _ = test_domains(args, fine_opts, args.out, 0)
+        spec2021, plain, _ = test_domains(args, fine_opts, args.out)
         if args.adapt_steps > 0:
             adapted_out = str(Path(args.out) / "adapted")
-            adapted_spec2021, adapted, adapted_dir = test_domains(args, fine_opts, adapted_out,
-                                                                  args.adapt_steps)
+            adapted_spec2021, scores, adapted_dir = test_domains(args, fine_opts, adapted_out,
+                                                                 args.adapt_steps)
+            adapted = (f"+ test-time adaptation ({args.adapt_steps} steps)", scores)
+        if args.self_train_rounds > 0:
+            self_out = str(Path(args.out) / "self_trained")
+            weights, kept = self_train_domains(args, fine_opts, self_out)
+            self_spec2021, scores, _ = test_domains(args, fine_opts, self_out, models=weights)
+            self_trained = (f"+ pseudo-label self-training ({args.self_train_rounds} round(s); "
+                            + ", ".join(f"{kept[d]} {d}" for d in args.domains)
+                            + " images kept)", scores)
     domains_s = time.time() - domains_start
 
     pictures = Path(args.out) / "pictures"
@@ -328,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.domains:
         print("\n== across the domain gap: ESA score per domain (SPEC2021 submission scored "
               "per category)")
-        print(gap_table(rows[0][2], plain, adapted, args.adapt_steps))
+        print(gap_table(rows[0][2], plain, adapted, self_trained))
     print(f"\ntime: {total_s / 60:.1f} min in all (data {data_state} {rendered_s:.0f} s, coarse "
           f"training {coarse_s:.0f} s, fine training {fine_s:.0f} s, inference + PnP "
           f"{evaluate_s:.0f} s, test domains and adaptation {domains_s:.0f} s) on "
@@ -344,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     if adapted:
         print(f"  adapted (SPEC2021)     {adapted_spec2021}")
         print(f"  adapted fine models    {adapted_dir}/model_adapted_*.pth")
+    if self_trained:
+        print(f"  self-trained (SPEC2021) {self_spec2021}")
+        print("  self-trained models    " + ", ".join(weights.values()))
+        print("  pseudo-labels          " + ", ".join(
+            str(data / domain / f"{PSEUDO_SET}.json") for domain in args.domains
+            if kept[domain]))
     print(f"  overlays               {pictures / 'overlays'}"
           + "".join(f", {pictures / f'overlays_{domain}'}" for domain in args.domains))
     if sheet:

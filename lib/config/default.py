@@ -157,6 +157,19 @@ _C.TEST.ADAPT_STEPS = 0
 _C.TEST.ADAPT_LR = 1e-4
 _C.TEST.ADAPT_TEMPERATURE = 0.1
 
+# New: pseudo-label self-training on an unlabelled SPEED+ test domain (tools/self_train.py,
+# lib.core.self_training): the model predicts DATASET.TEST_SET as tools/test.py does, PnP
+# solves each image, the images where at least MIN_AGREEING (a fraction) of the landmarks lie
+# within AGREEMENT_TOL x the landmarks' box size of their pose's reprojection (and the pose
+# within TEST.SPEED_MAX_DISTANCE) become '<domain>/pseudo', labelled with that pose; the model
+# is then fine-tuned on them for EPOCHS at LR (TRAIN's other keys); ROUNDS times.
+_C.SELF_TRAINING = CN()
+_C.SELF_TRAINING.ROUNDS = 1
+_C.SELF_TRAINING.EPOCHS = 10
+_C.SELF_TRAINING.LR = 1e-4
+_C.SELF_TRAINING.AGREEMENT_TOL = 0.05
+_C.SELF_TRAINING.MIN_AGREEING = 0.6
+
 _C.DEBUG = CN()
 _C.DEBUG.DEBUG = False
 _C.DEBUG.SAVE_BATCH_IMAGES_GT = False

@@ -142,13 +142,18 @@ def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
                       persistent_workers=persistent)
 
 
-def _datasets(cfg, train_too: bool, output_dir: str = "", model: nn.Module | None = None):
-    transform = input_transform()
-    # Spacecraft two-stage (TEST.SPEED_BBOX 'model'): the coarse model's box file comes first
-    # (re-framed and chosen by the tested model: TEST.SPEED_CROP_REFINE, _CROP_CANDIDATES).
+def test_split(cfg, output_dir: str = "", model: nn.Module | None = None):
+    """DATASET.TEST_SET as tools/test.py predicts it. Spacecraft two-stage (TEST.SPEED_BBOX
+    'model'): the coarse model's crops come first, re-framed and chosen by ``model`` (the
+    tested one: TEST.SPEED_CROP_REFINE, _CROP_CANDIDATES)."""
     extra = two_stage_dataset_kwargs(cfg, output_dir, model)
-    valid = build_dataset(cfg, cfg.DATASET.TEST_SET, False, transform, **extra)
-    train_set = build_dataset(cfg, cfg.DATASET.TRAIN_SET, True, transform) if train_too else None
+    return build_dataset(cfg, cfg.DATASET.TEST_SET, False, input_transform(), **extra)
+
+
+def _datasets(cfg, train_too: bool, output_dir: str = "", model: nn.Module | None = None):
+    valid = test_split(cfg, output_dir, model)
+    train_set = (build_dataset(cfg, cfg.DATASET.TRAIN_SET, True, input_transform())
+                 if train_too else None)
     return train_set, valid
 
 

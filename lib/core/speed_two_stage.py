@@ -26,8 +26,7 @@ from lib.core.adaptation import adapt_on_loader, adapted_weights_path
 from lib.core.predictor import Item, Predictor, load_network
 from lib.dataset.speed import resolve_image_set
 from lib.spacecraft.files import Camera, load_camera, read_labels, read_landmarks, write_box_file
-from lib.spacecraft.geometry import project_points
-from lib.spacecraft.pose_solver import PoseBatch, pnp_options, solve_poses
+from lib.spacecraft.pose_solver import pnp_options, pose_agreement, solve_poses
 from lib.utils.checkpoint import save_atomic
 from lib.utils.runtime import select_device
 
@@ -100,23 +99,6 @@ def reframed_boxes(landmarks: np.ndarray, previous: np.ndarray, width: float | n
     lost = scores <= 0
     boxes[lost] = np.asarray(previous, dtype=np.float64).reshape(-1, 4)[lost]
     return boxes, scores
-
-
-def pose_agreement(landmarks: np.ndarray, poses: PoseBatch, landmarks_3d: np.ndarray,
-                   camera_matrix: np.ndarray, dist_coeffs: np.ndarray | None,
-                   tolerance: float) -> np.ndarray:
-    """How well each image's landmarks N x J x 3 back their own PnP pose: the summed confidence
-    of the landmarks that the pose reprojects within ``tolerance`` x the size (sqrt(w h)) of the
-    landmarks' box; 0 where PnP failed. Size-relative, so near and far spacecraft compare."""
-    agreement = np.zeros(len(landmarks))
-    for index in np.flatnonzero(poses.success):
-        points = landmarks[index]
-        projected = project_points(landmarks_3d, poses.q[index], poses.r[index], camera_matrix,
-                                   dist_coeffs)
-        size = np.sqrt(np.prod(np.ptp(points[:, :2], axis=0)))
-        close = np.linalg.norm(projected - points[:, :2], axis=1) <= tolerance * size
-        agreement[index] = float(np.sum(points[close, 2]))
-    return agreement
 
 
 def search_crops(cfg: CfgNode, coarse_landmarks: np.ndarray,

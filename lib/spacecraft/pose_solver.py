@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 from scipy.optimize import least_squares
 
-from lib.spacecraft.geometry import rvec_tvec_to_pose
+from lib.spacecraft.geometry import project_points, rvec_tvec_to_pose
 
-__all__ = ["PoseSolution", "PoseBatch", "solve_pose", "solve_poses"]
+__all__ = ["PoseSolution", "PoseBatch", "solve_pose", "solve_poses", "agreeing_landmarks",
+           "pose_agreement", "consistent_poses"]
 
 MIN_LANDMARKS = 4  # PnP needs four correspondences for a unique pose
 
@@ -255,3 +256,48 @@ def solve_poses(
         if solution.success:
             q[index], r[index] = solution.q, solution.r
     return PoseBatch(q, r, success, reasons)
+
+
+def agreeing_landmarks(landmarks: np.ndarray, poses: PoseBatch, landmarks_3d: np.ndarray,
+                       camera_matrix: np.ndarray, dist_coeffs: np.ndarray | None,
+                       tolerance: float) -> np.ndarray:
+    """N x J: which landmarks (N x J x 2+, image pixels) each image's PnP pose reprojects
+    within ``tolerance`` x the size (sqrt(w h)) of the landmarks' box; all False where PnP
+    failed. Size-relative, so near and far spacecraft compare."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    agree = np.zeros(points.shape[:2], dtype=bool)
+    for index in np.flatnonzero(poses.success):
+        projected = project_points(landmarks_3d, poses.q[index], poses.r[index], camera_matrix,
+                                   dist_coeffs)
+        size = np.sqrt(np.prod(np.ptp(points[index, :, :2], axis=0)))
+        distance = np.linalg.norm(projected - points[index, :, :2], axis=1)
+        agree[index] = distance <= tolerance * size
+    return agree
+
+
+def pose_agreement(landmarks: np.ndarray, poses: PoseBatch, landmarks_3d: np.ndarray,
+                   camera_matrix: np.ndarray, dist_coeffs: np.ndarray | None,
+                   tolerance: float) -> np.ndarray:
+    """How well each image's landmarks N x J x 3 back their own PnP pose: the summed
+    confidence of the :func:`agreeing_landmarks`; 0 where PnP failed."""
+    agree = agreeing_landmarks(landmarks, poses, landmarks_3d, camera_matrix, dist_coeffs,
+                               tolerance)
+    return np.sum(np.where(agree, np.asarray(landmarks)[:, :, 2], 0.0), axis=1)
+
+
+def consistent_poses(landmarks: np.ndarray, poses: PoseBatch, landmarks_3d: np.ndarray,
+                     camera_matrix: np.ndarray, dist_coeffs: np.ndarray | None,
+                     tolerance: float, min_agreeing: float, max_distance: float = 0.0
+                     ) -> np.ndarray:
+    """N bools: the images whose pose is worth a pseudo-label, i.e. PnP succeeded, at least
+    the fraction ``min_agreeing`` of the landmarks agree with it (:func:`agreeing_landmarks`),
+    and it lies in front of the camera within ``max_distance`` metres (0: no limit). A
+    wrong pose rarely explains most landmarks of a young model at once."""
+    agree = agreeing_landmarks(landmarks, poses, landmarks_3d, camera_matrix, dist_coeffs,
+                               tolerance)
+    enough = agree.mean(axis=1) >= min_agreeing if agree.shape[1] else np.zeros(len(agree), bool)
+    with np.errstate(invalid="ignore"):
+        distance = np.linalg.norm(poses.r, axis=1)
+        placed = (poses.r[:, 2] > 0) & ((distance <= max_distance) if max_distance > 0
+                                        else np.isfinite(distance))
+    return poses.success & enough & placed

@@ -1,0 +1,128 @@
+"""Pseudo-label self-training on an unlabelled SPEED+ test domain (SPEC2021's placed teams).
+
+A round: the model predicts DATASET.TEST_SET exactly as tools/test.py does (two-stage crops
+included) -> PnP pose per image -> the images whose landmarks agree with their own pose
+(lib.spacecraft.pose_solver.consistent_poses) are written, labelled with that pose, as the
+image set '<domain>/pseudo' beside the domain's own files (SPEED+ layout) -> the model is
+fine-tuned on them by the ordinary training run (MODEL.PRETRAINED = the round's weights,
+SELF_TRAINING.EPOCHS at SELF_TRAINING.LR). The pose, not the raw landmarks, is the label: its
+reprojection is a set of landmarks consistent with the spacecraft's shape, which is what the
+model learns from. The coarse model (crops only) is not retrained.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from yacs.config import CfgNode
+
+from lib.config import ConfigValueError
+from lib.core.engine import run_training, test_split
+from lib.core.predictor import Predictor
+from lib.dataset.speed import resolve_image_set
+from lib.spacecraft.files import PoseLabel, write_labels
+from lib.spacecraft.pose_solver import consistent_poses, pnp_options, solve_poses
+
+logger = logging.getLogger(__name__)
+
+PSEUDO_SET = "pseudo"
+
+
+def pseudo_image_set(image_set: str) -> str:
+    """'lightbox/test' -> 'lightbox/pseudo': the pseudo-labelled set of a SPEED+ domain."""
+    parts = image_set.strip("/").split("/")
+    if len(parts) < 2:
+        raise ConfigValueError(f"DATASET.TEST_SET: self-training needs a SPEED+ image set "
+                               f"'<domain>/<name>' (its pseudo-labels go to "
+                               f"'<domain>/{PSEUDO_SET}.json'), got '{image_set}'")
+    return "/".join(parts[:-1] + [PSEUDO_SET])
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """One round's labels: the image set and its file, how many images were kept of all."""
+
+    image_set: str
+    labels_file: str
+    kept: int
+    total: int
+
+
+def write_pseudo_labels(cfg: CfgNode, weights_file: str, output_dir: str) -> PseudoLabels:
+    """Predict DATASET.TEST_SET with ``weights_file`` (two-stage crops' box file written to
+    ``output_dir``), keep the images whose pose its landmarks agree with, write their poses as
+    the set :func:`pseudo_image_set` (nothing is written when no image is kept)."""
+    if cfg.DATASET.DATASET != "speed":
+        raise ConfigValueError(f"DATASET.DATASET: self-training needs spacecraft poses "
+                               f"('speed'), got '{cfg.DATASET.DATASET}'")
+    target = pseudo_image_set(cfg.DATASET.TEST_SET)
+    predictor = Predictor.from_weights(cfg, weights_file)
+    dataset = test_split(cfg, output_dir, predictor.model)
+    landmarks = predictor.predict(predictor.loader(dataset))
+    camera = dataset.camera
+    poses = solve_poses(landmarks[..., :2], landmarks[..., 2], dataset.landmarks, camera.matrix,
+                        camera.dist_coeffs, **pnp_options(cfg))
+    keep = consistent_poses(landmarks, poses, dataset.landmarks, camera.matrix,
+                            camera.dist_coeffs, cfg.SELF_TRAINING.AGREEMENT_TOL,
+                            cfg.SELF_TRAINING.MIN_AGREEING, cfg.TEST.SPEED_MAX_DISTANCE)
+    labels_file = resolve_image_set(cfg.DATASET.ROOT, cfg.DATASET.TEST_SET)[0]
+    labels_file = os.path.join(os.path.dirname(labels_file), f"{PSEUDO_SET}.json")
+    kept = [PoseLabel(label.filename, poses.q[index], poses.r[index])
+            for index, label in enumerate(dataset.labels) if keep[index]]
+    if kept:
+        write_labels(labels_file, kept)
+    logger.info("=> pseudo-labels: %d of %d images of '%s' agree with their pose -> %s",
+                len(kept), len(keep), cfg.DATASET.TEST_SET, labels_file if kept else "none")
+    return PseudoLabels(target, labels_file, len(kept), len(keep))
+
+
+def fine_tune_config(cfg: CfgNode, labels: PseudoLabels, weights_file: str,
+                     output_dir: str) -> CfgNode:
+    """The training run of a round: from ``weights_file``, on the pseudo-labelled set (also its
+    validation set, with its own boxes: how well the model fits the labels), for
+    SELF_TRAINING.EPOCHS at SELF_TRAINING.LR, into ``output_dir``."""
+    config = cfg.clone()
+    config.defrost()
+    config.OUTPUT_DIR = output_dir
+    config.DATASET.TRAIN_SET = labels.image_set
+    config.DATASET.TEST_SET = labels.image_set
+    config.TEST.SPEED_BBOX = "gt"
+    config.TEST.ADAPT_STEPS = 0
+    config.MODEL.INIT_WEIGHTS = True
+    config.MODEL.PRETRAINED = weights_file
+    config.TRAIN.BEGIN_EPOCH = 0
+    config.TRAIN.END_EPOCH = cfg.SELF_TRAINING.EPOCHS
+    config.TRAIN.LR = cfg.SELF_TRAINING.LR
+    config.TRAIN.RESUME = False
+    config.AUTO_RESUME = False
+    config.freeze()
+    return config
+
+
+def self_train(cfg: CfgNode, cfg_file: str) -> dict[str, Any]:
+    """SELF_TRAINING.ROUNDS rounds from TEST.MODEL_FILE on DATASET.TEST_SET; returns the final
+    weights ('model_file': the input's where no image was ever kept) and the rounds' labels.
+    Round k lives in OUTPUT_DIR/self_training/<domain>/round<k>."""
+    weights = cfg.TEST.MODEL_FILE
+    if not weights:
+        raise ConfigValueError("TEST.MODEL_FILE: self-training starts from the trained model's "
+                               "weights, none given")
+    domain = pseudo_image_set(cfg.DATASET.TEST_SET).rsplit("/", 1)[0].replace("/", "_")
+    rounds = []
+    for round_index in range(1, cfg.SELF_TRAINING.ROUNDS + 1):
+        round_dir = os.path.join(cfg.OUTPUT_DIR, "self_training", domain, f"round{round_index}")
+        os.makedirs(round_dir, exist_ok=True)
+        labels = write_pseudo_labels(cfg, weights, round_dir)
+        rounds.append(labels)
+        if labels.kept == 0:
+            logger.warning("=> self-training round %d: no image of '%s' agrees with its pose; "
+                           "keeping %s", round_index, cfg.DATASET.TEST_SET, weights)
+            break
+        run = run_training(fine_tune_config(cfg, labels, weights, round_dir), cfg_file)
+        weights = run["final_state"]
+    kept = np.array([labels.kept for labels in rounds])
+    return {"model_file": weights, "rounds": rounds, "kept": kept.tolist()}
