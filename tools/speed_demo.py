@@ -55,9 +55,10 @@ SELF_TRAIN_ROUNDS = 1
 # 2-core AVX2 EPYC: 1.3-1.6x the timed step); validation costs about a step per image.
 LOOP_OVERHEAD = 1.5
 VALIDATION_COST = 1.0
-# The budget's share kept for after training: inference, test domains, adaptation,
-# self-training, pictures (~4 minutes on the slowest host).
-AFTER_TRAINING_SHARE = 0.22
+# What comes after training (inference with the crop search, the test domains, adaptation,
+# self-training, pictures) is mostly the fine model and PnP again, so it is reserved in fine
+# epochs of this host: 330 s against 54 s epochs on a 2-core AVX2 EPYC.
+AFTER_TRAINING_FINE_EPOCHS = 6.0
 SCORE_FIELDS = ("esa_score", "esa_score_spec2021", "rot_err_deg_mean", "rot_err_deg_median",
                 "trans_err_m_mean", "trans_err_rel_mean", "n")
 
@@ -130,30 +131,36 @@ def epoch_seconds(config, train_images: int, val_images: int) -> float:
 @dataclass
 class EpochPlan:
     """Both models' TRAIN.END_EPOCH, the epochs they get, the timed-step estimate of an epoch
-    of each, and the demo-clock second by which training must end (inf: no budget)."""
+    of each, and the demo's budget in seconds (inf: none)."""
 
     wanted: list[int]
     epochs: list[int]
     estimates_s: list[float]
-    training_end_s: float
+    budget_s: float
+
+    def training_end_s(self, fine_epoch_s: float) -> float:
+        """The demo-clock second by which training must end, for fine epochs of this length:
+        the rest of the budget is what follows training."""
+        return self.budget_s - AFTER_TRAINING_FINE_EPOCHS * fine_epoch_s
 
 
 def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> EpochPlan:
-    """Each model's epochs: TRAIN.END_EPOCH, all shrunk alike where they would not fit the
-    training share of --budget-minutes on this host."""
+    """Each model's epochs: TRAIN.END_EPOCH, all shrunk alike where they would not fit
+    --budget-minutes on this host, less what follows training."""
     wanted = [config.TRAIN.END_EPOCH for config in configs]
     if args.budget_minutes <= 0:
         return EpochPlan(wanted, wanted, [0.0] * len(wanted), math.inf)
     seconds = [epoch_seconds(config, args.train, args.val) for config in configs]
-    training_end_s = args.budget_minutes * 60.0 * (1.0 - AFTER_TRAINING_SHARE)
-    epochs = fit_epochs(training_end_s - spent_s, wanted, seconds)
+    plan = EpochPlan(wanted, wanted, seconds, args.budget_minutes * 60.0)
+    training_end_s = plan.training_end_s(seconds[1])
+    plan.epochs = fit_epochs(training_end_s - spent_s, wanted, seconds)
     print(f"== time budget {args.budget_minutes:g} min: an epoch takes about "
           + " and ".join(f"{s:.0f} s ({name})" for s, name in zip(seconds, ("coarse", "fine"),
                                                                    strict=True))
           + f" here (a timed training step); {training_end_s - spent_s:.0f} s of training fit "
-          + " and ".join(f"{got} of {want} epochs" for got, want in zip(epochs, wanted,
+          + " and ".join(f"{got} of {want} epochs" for got, want in zip(plan.epochs, wanted,
                                                                        strict=True)))
-    return EpochPlan(wanted, epochs, seconds, training_end_s)
+    return plan
 
 
 def replan_fine_epochs(plan: EpochPlan, coarse_s: float, elapsed_s: float) -> int:
@@ -162,16 +169,17 @@ def replan_fine_epochs(plan: EpochPlan, coarse_s: float, elapsed_s: float) -> in
     and the fine run gets what is left of the training time, up to its TRAIN.END_EPOCH. The
     first plan rounds each schedule down and guesses the loop's overhead; this spends the
     slack."""
-    if not math.isfinite(plan.training_end_s):
+    if not math.isfinite(plan.budget_s):
         return plan.epochs[1]
     coarse_estimate_s, fine_estimate_s = plan.estimates_s
     calibration = (coarse_s / plan.epochs[0]) / coarse_estimate_s
     fine_epoch_s = fine_estimate_s * calibration
     wanted = plan.wanted[1]
-    epochs = fit_epochs(plan.training_end_s - elapsed_s, [wanted], [fine_epoch_s])[0]
+    left_s = plan.training_end_s(fine_epoch_s) - elapsed_s
+    epochs = fit_epochs(left_s, [wanted], [fine_epoch_s])[0]
     print(f"== the coarse model took {coarse_s / plan.epochs[0]:.0f} s an epoch "
           f"({calibration:.2f}x the estimate): the fine model gets {epochs} of {wanted} epochs "
-          f"(about {fine_epoch_s:.0f} s each, {plan.training_end_s - elapsed_s:.0f} s left)")
+          f"(about {fine_epoch_s:.0f} s each, {left_s:.0f} s left)")
     return epochs
 
 
@@ -235,18 +243,23 @@ def test_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
     return submission, {domain: result[domain] for domain in args.domains}, run_dir
 
 
-def self_train_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str
-                       ) -> tuple[dict[str, str], dict[str, int]]:
+def self_train_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
+                       crops_dir: str) -> tuple[dict[str, str], dict[str, int]]:
     """--self-train-rounds of pseudo-label self-training of the fine model on each domain's
-    unlabelled images (lib.core.self_training); ({domain: weights}, {domain: images kept in
+    unlabelled images (lib.core.self_training), predicted in the crops the same model found
+    in the run at ``crops_dir`` (its box files); ({domain: weights}, {domain: images kept in
     the last round})."""
     weights, kept = {}, {}
     for domain in args.domains:
         print(f"== {domain} domain: pseudo-label self-training of the fine model "
               f"({args.self_train_rounds} round(s))")
+        # one round predicts with the demo model, whose crops are known; later rounds' models
+        # search their own
         config = load_config(args.fine_cfg, fine_opts + [
-            "OUTPUT_DIR", out_dir, "TEST.SPEED_BBOX", "model", "DATASET.TEST_SET",
-            f"{domain}/test", "SELF_TRAINING.ROUNDS", str(args.self_train_rounds)])
+            "OUTPUT_DIR", out_dir, "DATASET.TEST_SET", f"{domain}/test",
+            "SELF_TRAINING.ROUNDS", str(args.self_train_rounds),
+            "TEST.SPEED_BBOX", "file" if args.self_train_rounds == 1 else "model",
+            "TEST.SPEED_BBOX_FILE", box_file_path(crops_dir, f"{domain}/test")])
         result = self_train(config, args.fine_cfg)
         weights[domain], kept[domain] = result["model_file"], result["kept"][-1]
     return weights, kept
@@ -367,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     domains_start = time.time()
     spec2021, plain, adapted, adapted_dir, self_trained = "", {}, None, "", None
     if args.domains:
-        spec2021, plain, _ = test_domains(args, fine_opts, args.out)
+        spec2021, plain, plain_dir = test_domains(args, fine_opts, args.out)
         if args.adapt_steps > 0:
             adapted_out = str(Path(args.out) / "adapted")
             adapted_spec2021, scores, adapted_dir = test_domains(args, fine_opts, adapted_out,
@@ -375,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             adapted = (f"+ test-time adaptation ({args.adapt_steps} steps)", scores)
         if args.self_train_rounds > 0:
             self_out = str(Path(args.out) / "self_trained")
-            weights, kept = self_train_domains(args, fine_opts, self_out)
+            weights, kept = self_train_domains(args, fine_opts, self_out, plain_dir)
             self_spec2021, scores, _ = test_domains(args, fine_opts, self_out, models=weights)
             self_trained = (f"+ pseudo-label self-training ({args.self_train_rounds} round(s); "
                             + ", ".join(f"{kept[d]} {d}" for d in args.domains)
