@@ -17,13 +17,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from yacs.config import CfgNode
 
 from lib.config import ConfigValueError
 from lib.core.engine import run_training, test_split
 from lib.core.predictor import Predictor
-from lib.dataset.speed import resolve_image_set
 from lib.spacecraft.files import PoseLabel, write_labels
 from lib.spacecraft.pose_solver import consistent_poses, pnp_options, solve_poses
 
@@ -69,8 +67,7 @@ def write_pseudo_labels(cfg: CfgNode, weights_file: str, output_dir: str) -> Pse
     keep = consistent_poses(landmarks, poses, dataset.landmarks, camera.matrix,
                             camera.dist_coeffs, cfg.SELF_TRAINING.AGREEMENT_TOL,
                             cfg.SELF_TRAINING.MIN_AGREEING, cfg.TEST.SPEED_MAX_DISTANCE)
-    labels_file = resolve_image_set(cfg.DATASET.ROOT, cfg.DATASET.TEST_SET)[0]
-    labels_file = os.path.join(os.path.dirname(labels_file), f"{PSEUDO_SET}.json")
+    labels_file = os.path.join(os.path.dirname(dataset.labels_file), f"{PSEUDO_SET}.json")
     kept = [PoseLabel(label.filename, poses.q[index], poses.r[index])
             for index, label in enumerate(dataset.labels) if keep[index]]
     if kept:
@@ -124,5 +121,5 @@ def self_train(cfg: CfgNode, cfg_file: str) -> dict[str, Any]:
             break
         run = run_training(fine_tune_config(cfg, labels, weights, round_dir), cfg_file)
         weights = run["final_state"]
-    kept = np.array([labels.kept for labels in rounds])
-    return {"model_file": weights, "rounds": rounds, "kept": kept.tolist()}
+    return {"model_file": weights, "rounds": rounds,
+            "kept": [labels.kept for labels in rounds]}
