@@ -92,9 +92,13 @@ def test_fused_conv_bn_matches_plain(model_and_input):
     np.testing.assert_array_equal(get_max_preds(fast)[0], get_max_preds(plain)[0])
 
 
-def test_fit_epochs_shrinks_every_run_alike_and_keeps_what_fits():
+def test_fit_epochs_scales_every_run_alike_within_the_budget():
     assert fit_epochs(100.0, [8, 12], [5.0, 4.0]) == [8, 12]  # 88 s fit
     # 176 s wanted in 88: half of each, rounded down
     assert fit_epochs(88.0, [8, 12], [10.0, 8.0]) == [4, 6]
     assert fit_epochs(50.0, [7, 11], [10.0, 10.0]) == [1, 3]  # factor 50/180
     assert fit_epochs(0.0, [8, 12], [10.0, 8.0]) == [1, 1]  # never below one epoch
+    # room to spare: grown alike, up to max_factor
+    assert fit_epochs(176.0, [4, 6], [10.0, 8.0], max_factor=3.0) == [8, 12]
+    assert fit_epochs(200.0, [4, 6], [10.0, 8.0], max_factor=3.0) == [9, 13]  # x2.27
+    assert fit_epochs(1e6, [4, 6], [10.0, 8.0], max_factor=2.5) == [10, 15]

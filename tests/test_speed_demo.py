@@ -16,7 +16,7 @@ def test_demo_runs_every_stage_and_scores_the_domain_gap(tmp_path, run_tool):
     done = run_tool(
         "tools/speed_demo.py", "--data", data, "--out", out, "--log", tmp_path / "log",
         "--train", 6, "--val", 3, "--test", 2, "--domain-count", 3, "--width", 160,
-        "--height", 100, "--overlays", 1, "--adapt-steps", 2,
+        "--height", 100, "--overlays", 1, "--adapt-steps", 2, "--max-epoch-factor", 1,
         "TRAIN.END_EPOCH", 1, "TRAIN.BATCH_SIZE_PER_GPU", 3, "TEST.BATCH_SIZE_PER_GPU", 3,
         "DATASET.CACHE_IMAGES_MB", 0, timeout=600)
     text = done.stdout

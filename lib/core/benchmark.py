@@ -172,13 +172,12 @@ def measure_onnxruntime(model: nn.Module, x: torch.Tensor, reference: torch.Tens
                        statistics.median(times), diff)
 
 
-def fit_epochs(budget_s: float, epochs: Sequence[int], epoch_seconds: Sequence[float]
-               ) -> list[int]:
+def fit_epochs(budget_s: float, epochs: Sequence[int], epoch_seconds: Sequence[float],
+               max_factor: float = 1.0) -> list[int]:
     """Epochs for runs trained one after the other within ``budget_s`` seconds: each run's
-    ``epochs`` scaled by one common factor (rounded down, at least 1), or unchanged when they
-    fit. The runs keep their proportions, so a slow host shortens every schedule alike."""
+    ``epochs`` scaled by one common factor (rounded down, at least 1, at most ``max_factor``).
+    The runs keep their proportions, so a slow host shortens every schedule alike and, with
+    ``max_factor`` above 1, a fast one spends the time it has left on longer ones."""
     wanted = sum(count * seconds for count, seconds in zip(epochs, epoch_seconds, strict=True))
-    if wanted <= budget_s:
-        return list(epochs)
-    factor = max(budget_s, 0.0) / wanted
+    factor = min(max(budget_s, 0.0) / wanted, max_factor) if wanted > 0 else max_factor
     return [max(1, math.floor(count * factor)) for count in epochs]
