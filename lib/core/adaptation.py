@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lib.utils.io import image_set_tag
+
 logger = logging.getLogger(__name__)
 
 NORMALIZATION_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -154,7 +156,7 @@ def adapt_normalization(model: nn.Module, batches: Iterable[torch.Tensor], steps
 def adapted_weights_path(output_dir: str, image_set: str, model: str = "") -> str:
     """Where a test saves a model adapted to ``image_set``: ``model_adapted_<set>.pth``, or
     ``model_adapted_<model>_<set>.pth`` for another model of the test (the coarse one)."""
-    tag = "_".join(filter(None, [model, image_set.strip("/").replace("/", "_")]))
+    tag = "_".join(filter(None, [model, image_set_tag(image_set)]))
     return os.path.join(output_dir, f"model_adapted_{tag}.pth")
 
 

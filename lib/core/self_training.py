@@ -24,6 +24,7 @@ from lib.core.engine import run_training, test_split
 from lib.core.predictor import Predictor
 from lib.spacecraft.files import PoseLabel, write_labels
 from lib.spacecraft.pose_solver import consistent_poses, pnp_options, solve_poses
+from lib.utils.io import image_set_tag
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def self_train(cfg: CfgNode, cfg_file: str) -> dict[str, Any]:
     if not weights:
         raise ConfigValueError("TEST.MODEL_FILE: self-training starts from the trained model's "
                                "weights, none given")
-    domain = pseudo_image_set(cfg.DATASET.TEST_SET).rsplit("/", 1)[0].replace("/", "_")
+    domain = image_set_tag(pseudo_image_set(cfg.DATASET.TEST_SET).rsplit("/", 1)[0])
     rounds = []
     for round_index in range(1, cfg.SELF_TRAINING.ROUNDS + 1):
         round_dir = os.path.join(cfg.OUTPUT_DIR, "self_training", domain, f"round{round_index}")

@@ -28,6 +28,7 @@ from lib.dataset.speed import resolve_image_set
 from lib.spacecraft.files import Camera, load_camera, read_labels, read_landmarks, write_box_file
 from lib.spacecraft.pose_solver import pnp_options, pose_agreement, solve_poses
 from lib.utils.checkpoint import save_atomic
+from lib.utils.io import image_set_tag
 from lib.utils.runtime import select_device
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def two_stage_crops(cfg: CfgNode, paths: Sequence[str], camera: Camera,
 
 def box_file_path(output_dir: str, image_set: str) -> str:
     """Where a run writes the crops of ``image_set``: ``output_dir/speed_boxes_<set>.json``."""
-    return os.path.join(output_dir, f"speed_boxes_{image_set.strip('/').replace('/', '_')}.json")
+    return os.path.join(output_dir, f"speed_boxes_{image_set_tag(image_set)}.json")
 
 
 def config_after_adaptation(cfg: CfgNode, output_dir: str) -> CfgNode:

@@ -41,7 +41,7 @@ from lib.spacecraft.geometry import project_points
 from lib.spacecraft.pose_solver import pnp_options, solve_poses
 from lib.spacecraft.scores import landmark_pixel_error, pose_score_summary
 from lib.utils.image_io import read_image
-from lib.utils.io import UserFileError
+from lib.utils.io import UserFileError, image_set_tag
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +51,8 @@ ORACLE_SUFFIX = " [oracle boxes]"  # appended to every score name when the crops
 def submission_path(output_dir: str, image_set: str, oracle: bool = False) -> str:
     """Where ``evaluate`` writes the submission CSV of ``image_set`` ('test/test' -> test_test);
     crops from ground-truth boxes give ``..._oracle.csv``, never to be taken for a real run."""
-    tag = image_set.strip("/").replace("/", "_").replace(os.sep, "_")
     return os.path.join(output_dir, "results",
-                        f"submission_{tag}{'_oracle' if oracle else ''}.csv")
+                        f"submission_{image_set_tag(image_set)}{'_oracle' if oracle else ''}.csv")
 
 
 def spec2021_path(output_dir: str) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "write_json_atomic",
     "read_json",
     "disk_full_error",
+    "image_set_tag",
 ]
 
 
@@ -100,3 +101,9 @@ def disk_full_error(error: BaseException) -> OSError | None:
             return current
         current = current.__cause__ or current.__context__
     return None
+
+
+def image_set_tag(image_set: str) -> str:
+    """An image set's name as one file-name part ('lightbox/test' -> 'lightbox_test'), for the
+    files a run writes per set (submissions, crop boxes, adapted weights)."""
+    return image_set.strip("/").replace("/", "_").replace(os.sep, "_")
