@@ -35,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-from lib.config import default_config
+from cli import run_cli
+from lib.config import ConfigValueError, default_config
 from lib.config import update_config
 from lib.core.benchmark import Mode, fit_epochs, measure_training, reference_output
 from lib.core.engine import run_test, run_training
@@ -335,16 +336,19 @@ def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    start = time.time()
+    if args.max_epoch_factor < 1:
+        raise ConfigValueError(f"--max-epoch-factor {args.max_epoch_factor:g}: must be at least "
+                               f"1 (1: never more than the configs' epochs)")
     data = Path(args.data)
-    data_state = ensure_data(args)
-    rendered_s = time.time() - start
     common = ["DATASET.ROOT", str(data), "OUTPUT_DIR", args.out, "LOG_DIR", args.log,
               *args.opts]
+    # a bad experiment file or override ends the demo here, not after minutes of rendering
+    configs = [load_config(args.coarse_cfg, common), load_config(args.fine_cfg, common)]
+    start = time.time()
+    data_state = ensure_data(args)
+    rendered_s = time.time() - start
 
-    plan = plan_epochs(
-        args, [load_config(args.coarse_cfg, common), load_config(args.fine_cfg, common)],
-        rendered_s)
+    plan = plan_epochs(args, configs, rendered_s)
 
     print("== training the coarse model (whole image)")
     coarse = load_config(args.coarse_cfg, common + ["TRAIN.END_EPOCH", str(plan.epochs[0])])
@@ -455,4 +459,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)
