@@ -86,6 +86,13 @@ def cpu_bf16_speedup() -> float:
     """
     if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         return 0.0
+    # the first caller may be a prediction under torch.inference_mode: the probe needs autograd
+    with torch.inference_mode(False), torch.enable_grad():
+        return _bf16_step_ratio()
+
+
+def _bf16_step_ratio() -> float:
+    """fp32 / bf16-autocast seconds of one small convolution step (forward + backward)."""
     conv = torch.nn.Conv2d(32, 32, 3, padding=1).to(memory_format=torch.channels_last)
     x = torch.randn(16, 32, 32, 32).contiguous(memory_format=torch.channels_last)
 
