@@ -114,14 +114,16 @@ def _speed_cfg(speed_cfg, make_cfg, full_image: bool, options: dict):
 
 def _digest(items) -> str:
     """Of everything an item holds but its pixels: targets, weights and the crop geometry,
-    which come from numpy draws and numpy arithmetic alone, bit-equal on every host."""
+    rounded to 6 decimals. Not to the bit: the landmarks are projected with numpy's matmul,
+    which calls OpenBLAS, and OpenBLAS picks its dgemm kernel by processor (Haswell on AVX2,
+    SkylakeX on AVX-512), whose sums differ in the last bit; a pipeline change moves these
+    values by far more than 1e-6."""
     h = hashlib.sha256()
     for _, target, weight, meta in items:
-        for array in (target.numpy(), weight.numpy(), np.asarray(meta["center"]),
-                      np.asarray(meta["scale"]), np.asarray(meta["joints"]),
-                      np.asarray(meta["rotation"], np.float64)):
-            h.update(str(array.dtype).encode())
-            h.update(np.ascontiguousarray(array).tobytes())
+        for array in (target.numpy(), weight.numpy(), meta["center"], meta["scale"],
+                      meta["joints"], meta["rotation"]):
+            rounded = np.round(np.asarray(array, np.float64), 6) + 0.0  # + 0.0: no -0.0
+            h.update(np.ascontiguousarray(rounded).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -131,11 +133,13 @@ def _digest(items) -> str:
 # AVX-512, and a blurred value on a .5 boundary then lands one grey level apart (about 0.02
 # of the sum per flip); a change of the pipeline moves the sum by hundreds. The values were
 # re-taken when the pixels stopped being part of the digest (an AVX2 host failed the old
-# bit-exact pin on unchanged code). Recompute them only when a change is meant to move items.
+# bit-exact pin on unchanged code), and again when the digest was rounded (an AVX-512 host
+# failed it); the digests are equal under OPENBLAS_CORETYPE Haswell, SkylakeX, Zen and
+# Sandybridge. Recompute them only when a change is meant to move items.
 @pytest.mark.parametrize("full_image, options, digest, pixel_sum", [
-    (False, DEMO, "9b5609ee3d48a423", -230899.152),
-    (False, EVERY_STEP, "d41e795aa52c0774", -209043.131),
-    (True, COARSE, "5d7abb117451b692", -202374.245),
+    (False, DEMO, "a8ed35f7e3682395", -230899.152),
+    (False, EVERY_STEP, "79af0ddf91481b7a", -209043.131),
+    (True, COARSE, "61f9efe44b135a34", -202374.245),
 ])
 def test_spacecraft_items_are_pinned(speed_root, speed_cfg, make_cfg, full_image, options,
                                      digest, pixel_sum):
