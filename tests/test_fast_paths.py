@@ -9,7 +9,14 @@ from torch import nn
 
 from lib.config import cfg as default_cfg
 from lib.config import merge_from_file, merge_from_list
-from lib.core.benchmark import PLAIN, Mode, fit_epochs, measure_inference, reference_output
+from lib.core.benchmark import (
+    PLAIN,
+    Mode,
+    fit_epochs,
+    measure_inference,
+    reference_output,
+    steady_epoch,
+)
 from lib.core.inference import get_max_preds
 from lib.models import build_model
 from lib.utils.runtime import autocast
@@ -102,3 +109,11 @@ def test_fit_epochs_scales_every_run_alike_within_the_budget():
     assert fit_epochs(176.0, [4, 6], [10.0, 8.0], max_factor=3.0) == [8, 12]
     assert fit_epochs(200.0, [4, 6], [10.0, 8.0], max_factor=3.0) == [9, 13]  # x2.27
     assert fit_epochs(1e6, [4, 6], [10.0, 8.0], max_factor=2.5) == [10, 15]
+
+
+def test_steady_epoch_leaves_the_first_epochs_decode_and_the_set_up_to_be_paid_once():
+    # 8 epochs, the first 12 s slower (decoding into the cache), 10 s of set-up before them
+    assert steady_epoch(10.0 + 12.0 + 8 * 15.0, [27.0] + [15.0, 14.0, 16.0] * 2 + [15.0]) \
+        == (15.0, 22.0)
+    assert steady_epoch(30.0, [25.0]) == (25.0, 5.0)  # one epoch: it is the steady one
+    assert steady_epoch(40.0, [20.0, 21.0]) == (21.0, 0.0)  # never a negative cost

@@ -38,7 +38,13 @@ import torch
 from cli import run_cli
 from lib.config import ConfigValueError, default_config
 from lib.config import update_config
-from lib.core.benchmark import Mode, fit_epochs, measure_training, reference_output
+from lib.core.benchmark import (
+    Mode,
+    fit_epochs,
+    measure_training,
+    reference_output,
+    steady_epoch,
+)
 from lib.core.engine import run_test, run_training
 from lib.core.self_training import PSEUDO_SET, self_train
 from lib.core.speed_two_stage import box_file_path
@@ -177,23 +183,26 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
     return plan
 
 
-def replan_fine_epochs(plan: EpochPlan, coarse_s: float, elapsed_s: float) -> int:
-    """The fine model's epochs once the coarse run is done: the coarse run's real seconds per
-    epoch against its estimate correct the fine model's estimate (same host, loop and data),
-    and the fine run gets what is left of the training time, up to its TRAIN.END_EPOCH times
-    the plan's growth limit. The first plan rounds each schedule down and guesses the loop's
-    overhead; this spends the slack."""
+def replan_fine_epochs(plan: EpochPlan, coarse_s: float, coarse_epoch_s: list[float],
+                       elapsed_s: float) -> int:
+    """The fine model's epochs once the coarse run is done: the coarse run's steady epoch
+    against its estimate corrects the fine model's estimate (same host, loop and data), the
+    fine run pays the same one-off cost (its own image cache), and it gets what is left of the
+    training time, up to its TRAIN.END_EPOCH times the plan's growth limit. The first plan
+    rounds each schedule down and guesses the loop's overhead; this spends the slack."""
     if not math.isfinite(plan.budget_s):
         return plan.epochs[1]
     coarse_estimate_s, fine_estimate_s = plan.estimates_s
-    calibration = (coarse_s / plan.epochs[0]) / coarse_estimate_s
+    steady_s, once_s = steady_epoch(coarse_s, coarse_epoch_s)
+    calibration = steady_s / coarse_estimate_s
     fine_epoch_s = fine_estimate_s * calibration
     wanted = plan.wanted[1]
-    left_s = plan.training_end_s(fine_epoch_s) - elapsed_s
+    left_s = plan.training_end_s(fine_epoch_s) - elapsed_s - once_s
     epochs = fit_epochs(left_s, [wanted], [fine_epoch_s], plan.max_factor)[0]
-    print(f"== the coarse model took {coarse_s / plan.epochs[0]:.0f} s an epoch "
-          f"({calibration:.2f}x the estimate): the fine model gets {epochs} epochs "
-          f"(config: {wanted}; about {fine_epoch_s:.0f} s each, {left_s:.0f} s left)")
+    print(f"== the coarse model took {steady_s:.0f} s a steady epoch ({calibration:.2f}x the "
+          f"estimate) and {once_s:.0f} s once (model, data, first decode): the fine model "
+          f"gets {epochs} epochs (config: {wanted}; about {fine_epoch_s:.0f} s each after "
+          f"{once_s:.0f} s once, {left_s:.0f} s left for epochs)")
     return epochs
 
 
@@ -356,11 +365,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print("== training the coarse model (whole image)")
     coarse = load_config(args.coarse_cfg, common + ["TRAIN.END_EPOCH", str(plan.epochs[0])])
+    coarse_start = time.time()
     coarse_run = run_training(coarse, args.coarse_cfg)
     coarse_weights = str(Path(coarse_run["output_dir"]) / "model_best.pth")
     coarse_s = time.time() - start - rendered_s
 
-    fine_epochs = replan_fine_epochs(plan, coarse_s, time.time() - start)
+    fine_epochs = replan_fine_epochs(plan, time.time() - coarse_start,
+                                     coarse_run["epoch_seconds"], time.time() - start)
     print("== training the fine model (crop around the spacecraft)")
     fine_opts = common + ["TEST.SPEED_COARSE_CFG", args.coarse_cfg,
                           "TEST.SPEED_COARSE_MODEL_FILE", coarse_weights]

@@ -181,3 +181,12 @@ def fit_epochs(budget_s: float, epochs: Sequence[int], epoch_seconds: Sequence[f
     wanted = sum(count * seconds for count, seconds in zip(epochs, epoch_seconds, strict=True))
     factor = min(max(budget_s, 0.0) / wanted, max_factor) if wanted > 0 else max_factor
     return [max(1, math.floor(count * factor)) for count in epochs]
+
+
+def steady_epoch(run_s: float, epoch_seconds: Sequence[float]) -> tuple[float, float]:
+    """(seconds of a steady epoch, seconds paid once) of a training run that took ``run_s``
+    in all: the first epoch also decodes every image into the cache and the run builds its
+    model and data before it, so the steady epoch is the median of the later ones (the only
+    one if there is one) and the rest of ``run_s`` is paid once per run."""
+    steady_s = statistics.median(epoch_seconds[1:] or epoch_seconds)
+    return steady_s, max(run_s - steady_s * len(epoch_seconds), 0.0)

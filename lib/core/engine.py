@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,7 +181,8 @@ def _is_better(new: float, best: float | None, higher_is_better: bool) -> bool:
 
 
 def run_training(cfg, cfg_file: str) -> dict[str, Any]:
-    """Train cfg's model, validating every epoch; returns the run's summary.
+    """Train cfg's model, validating every epoch; returns the run's summary (folders, last
+    and best perf, the final weights, the wall seconds of each epoch trained here).
 
     checkpoint.pth (everything needed to resume bit-exactly), model_best.pth (by the data
     set's perf direction) and final_state.pth are written to the output directory, each
@@ -254,7 +256,9 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
         if ema is not None:
             ema.update_parameters(_unwrap(model))
 
+    epoch_seconds = []
     for epoch in range(begin_epoch, cfg.TRAIN.END_EPOCH):
+        epoch_start = time.perf_counter()
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         if writer_dict is not None:
@@ -291,6 +295,7 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
             }, is_best, ctx.output_dir)
             last_good = checkpoint_file
         distributed.barrier()
+        epoch_seconds.append(time.perf_counter() - epoch_start)
 
     if ctx.world_size > 1:
         _check_ranks_agree(_unwrap(model), ctx.world_size)
@@ -300,7 +305,7 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
         save_atomic(_unwrap(evaluated).state_dict(), final_file)
         writer_dict["writer"].close()
     return {"output_dir": ctx.output_dir, "tb_log_dir": ctx.tb_log_dir, "perf": perf,
-            "best_perf": best_perf, "final_state": final_file}
+            "best_perf": best_perf, "final_state": final_file, "epoch_seconds": epoch_seconds}
 
 
 def _load_resume_state(path: str, device: torch.device) -> dict[str, Any]:
