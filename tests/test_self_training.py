@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import numpy as np
@@ -54,7 +55,7 @@ class KnownLandmarks(self_training.Predictor):
 
 
 def test_self_training_labels_the_consistent_images_and_fine_tunes_on_them(
-        speed_root, tmp_path, monkeypatch):
+        speed_root, tmp_path, monkeypatch, caplog):
     root = tmp_path / "set"
     shutil.copytree(speed_root, root)
     labels = read_labels(root / "test" / "labels.json")
@@ -75,7 +76,10 @@ def test_self_training_labels_the_consistent_images_and_fine_tunes_on_them(
     monkeypatch.setattr(self_training, "test_split", lambda cfg, out, model: _test_images(
         cfg, root))
     start = torch.load(cfg.TEST.MODEL_FILE, weights_only=True)
-    result = self_training.self_train(cfg, cfg_file)
+    with caplog.at_level(logging.INFO):
+        result = self_training.self_train(cfg, cfg_file)
+    # the 2 kept images beside 2 of the 6 synthetic training ones (SOURCE_SHARE 0.5)
+    assert "an epoch draws 2 + 2 images of test/pseudo+train" in caplog.text
 
     pseudo = read_labels(root / "test" / "pseudo.json")
     assert [label.filename for label in pseudo] == [label.filename for label in labels[:-1]]
@@ -87,6 +91,21 @@ def test_self_training_labels_the_consistent_images_and_fine_tunes_on_them(
     tuned = torch.load(result["model_file"], weights_only=True)
     assert result["model_file"].startswith(str(tmp_path / "out" / "self_training" / "test"))
     assert any(not torch.equal(start[key], tuned[key]) for key in start)
+
+
+def test_a_round_trains_on_the_pseudo_labels_beside_its_source_share():
+    from lib.config import default_config
+
+    cfg = default_config()
+    labels = self_training.PseudoLabels("lightbox/pseudo", "unused.json", 60, 100)
+    assert self_training.fine_tune_sets(cfg, labels) == ("lightbox/pseudo+train", [0.5, 0.5])
+    cfg.SELF_TRAINING.SOURCE_SHARE = 0.0
+    assert self_training.fine_tune_sets(cfg, labels) == ("lightbox/pseudo", [])
+    cfg.SELF_TRAINING.SOURCE_SHARE = 0.4
+    cfg.DATASET.TRAIN_SET, cfg.DATASET.TRAIN_SET_SHARES = "train+sunlamp/pseudo", [3.0, 1.0]
+    sets, shares = self_training.fine_tune_sets(cfg, labels)
+    assert sets == "lightbox/pseudo+train+sunlamp/pseudo"
+    np.testing.assert_allclose(shares, [0.6, 0.3, 0.1])
 
 
 def _test_images(cfg, root):

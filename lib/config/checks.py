@@ -19,6 +19,7 @@ from typing import Any
 from yacs.config import CfgNode
 
 from lib.utils.heatmap_codec import SUBPIXEL_METHODS
+from lib.utils.io import split_image_sets
 
 # TEST.SPEED_BBOX: where the crops of a spacecraft test set come from (lib.dataset.speed).
 SPEED_BOX_SOURCES = ("gt", "file", "model")
@@ -159,6 +160,10 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("SELF_TRAINING.LR", _positive, "be a positive learning rate"),
     ("SELF_TRAINING.AGREEMENT_TOL", _positive, "be positive"),
     ("SELF_TRAINING.MIN_AGREEING", _probability, "be a fraction of the landmarks in [0, 1]"),
+    ("SELF_TRAINING.SOURCE_SHARE", lambda v: _is_real(v) and 0 <= v < 1,
+     "be a share of the samples in [0, 1) (0: pseudo-labels only)"),
+    ("DATASET.TRAIN_SET_SHARES", _list_of(_positive),
+     "be a list of positive shares, one per '+'-joined TRAIN_SET image set (empty: none)"),
     ("TEST.SUBPIXEL_METHOD", _one_of(SUBPIXEL_METHODS), f"be one of {SUBPIXEL_METHODS}"),
     ("TEST.OKS_THRE", _probability, "be an OKS overlap in [0, 1]"),
     ("TEST.SPEED_BBOX", _one_of(SPEED_BOX_SOURCES), f"be one of {SPEED_BOX_SOURCES}"),
@@ -192,6 +197,11 @@ def _relations(cfg: CfgNode) -> list[str]:
     if cfg.LOSS.USE_OHKM and _is_int(topk) and _is_int(joints) and topk > joints:
         problems.append(f"LOSS.TOPK must be at most MODEL.NUM_JOINTS ({joints}) with "
                         f"LOSS.USE_OHKM, got {topk}")
+    shares, sets = cfg.DATASET.TRAIN_SET_SHARES, split_image_sets(str(cfg.DATASET.TRAIN_SET))
+    if isinstance(shares, (list, tuple)) and shares and len(shares) != len(sets):
+        problems.append(f"DATASET.TRAIN_SET_SHARES must have one share per image set of "
+                        f"DATASET.TRAIN_SET ({len(sets)}: {', '.join(sets)}), got "
+                        f"{len(shares)}")
     return problems
 
 

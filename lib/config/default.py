@@ -76,6 +76,11 @@ _C.DATASET.ROOT = ""
 _C.DATASET.DATASET = "mpii"
 _C.DATASET.TRAIN_SET = "train"
 _C.DATASET.TEST_SET = "valid"
+# New: TRAIN_SET may join image sets with '+' (e.g. 'lightbox/pseudo+train'); without shares
+# they are concatenated, with one positive share per set (normalised to sum 1) an epoch is
+# every image of the first set and the other sets' shares of the samples beside them
+# (lib.dataset.mixing).
+_C.DATASET.TRAIN_SET_SHARES = []
 _C.DATASET.DATA_FORMAT = "jpg"
 _C.DATASET.HYBRID_JOINTS_TYPE = ""
 _C.DATASET.SELECT_DATA = False
@@ -162,13 +167,17 @@ _C.TEST.ADAPT_TEMPERATURE = 0.1
 # solves each image, the images where at least MIN_AGREEING (a fraction) of the landmarks lie
 # within AGREEMENT_TOL x the landmarks' box size of their pose's reprojection (and the pose
 # within TEST.SPEED_MAX_DISTANCE) become '<domain>/pseudo', labelled with that pose; the model
-# is then fine-tuned on them for EPOCHS at LR (TRAIN's other keys); ROUNDS times.
+# is then fine-tuned on them (and SOURCE_SHARE of DATASET.TRAIN_SET) for EPOCHS at LR
+# (TRAIN's other keys); ROUNDS times.
 _C.SELF_TRAINING = CN()
 _C.SELF_TRAINING.ROUNDS = 1
 _C.SELF_TRAINING.EPOCHS = 10
 _C.SELF_TRAINING.LR = 1e-4
 _C.SELF_TRAINING.AGREEMENT_TOL = 0.05
 _C.SELF_TRAINING.MIN_AGREEING = 0.6
+# The share of each fine-tuning epoch drawn from DATASET.TRAIN_SET (the labelled synthetic
+# images) beside the pseudo-labelled ones, against forgetting them (0: pseudo-labels only).
+_C.SELF_TRAINING.SOURCE_SHARE = 0.5
 
 _C.DEBUG = CN()
 _C.DEBUG.DEBUG = False

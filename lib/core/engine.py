@@ -30,6 +30,7 @@ from lib.core.lr_schedule import build_scheduler
 from lib.core.predictor import Predictor, load_network
 from lib.core.speed_two_stage import config_after_adaptation, two_stage_dataset_kwargs
 from lib.dataset import build_dataset
+from lib.dataset.mixing import MixedSampler, epoch_counts, set_sizes, training_sets
 from lib.utils import distributed
 from lib.utils.checkpoint import (
     CheckpointFormatError,
@@ -124,7 +125,13 @@ def _weight_average(cfg, model: nn.Module) -> AveragedModel | None:
 def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
     per_device = cfg.TRAIN.BATCH_SIZE_PER_GPU if train_split else cfg.TEST.BATCH_SIZE_PER_GPU
     batch_size = per_device * (len(ctx.gpus) if ctx.data_parallel else 1)
-    if ctx.world_size > 1:
+    if train_split and cfg.DATASET.TRAIN_SET_SHARES:
+        sizes, shares = set_sizes(dataset), cfg.DATASET.TRAIN_SET_SHARES
+        sampler = MixedSampler(sizes, shares, max(cfg.SEED, 0), ctx.rank, ctx.world_size)
+        logger.info("=> an epoch draws %s images of %s", " + ".join(
+            map(str, epoch_counts(sizes, shares))), cfg.DATASET.TRAIN_SET)
+        shuffle = None
+    elif ctx.world_size > 1:
         sampler = (DistributedSampler(dataset, ctx.world_size, ctx.rank,
                                       shuffle=cfg.TRAIN.SHUFFLE, seed=max(cfg.SEED, 0))
                    if train_split else
@@ -135,7 +142,8 @@ def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
         shuffle = cfg.TRAIN.SHUFFLE if train_split else False
     configure_opencv_for_workers(cfg.WORKERS)
     # a worker's image cache lives as long as the worker: keep them across epochs
-    persistent = cfg.WORKERS > 0 and getattr(dataset, "image_cache", None) is not None
+    persistent = cfg.WORKERS > 0 and any(getattr(part, "image_cache", None) is not None
+                                         for part in getattr(dataset, "datasets", [dataset]))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                       num_workers=cfg.WORKERS,
                       pin_memory=cfg.PIN_MEMORY and ctx.device.type == "cuda",
@@ -153,8 +161,8 @@ def test_split(cfg, output_dir: str = "", model: nn.Module | None = None):
 
 def _datasets(cfg, train_too: bool, output_dir: str = "", model: nn.Module | None = None):
     valid = test_split(cfg, output_dir, model)
-    train_set = (build_dataset(cfg, cfg.DATASET.TRAIN_SET, True, input_transform())
-                 if train_too else None)
+    train_set = (training_sets(lambda name: build_dataset(cfg, name, True, input_transform()),
+                               cfg.DATASET.TRAIN_SET) if train_too else None)
     return train_set, valid
 
 
@@ -259,7 +267,7 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
     epoch_seconds = []
     for epoch in range(begin_epoch, cfg.TRAIN.END_EPOCH):
         epoch_start = time.perf_counter()
-        if isinstance(train_loader.sampler, DistributedSampler):
+        if isinstance(train_loader.sampler, (DistributedSampler, MixedSampler)):
             train_loader.sampler.set_epoch(epoch)
         if writer_dict is not None:
             writer_dict["writer"].add_scalar("learning_rate", optimizer.param_groups[0]["lr"],

@@ -5,9 +5,11 @@ included) -> PnP pose per image -> the images whose landmarks agree with their o
 (lib.spacecraft.pose_solver.consistent_poses) are written, labelled with that pose, as the
 image set '<domain>/pseudo' beside the domain's own files (SPEED+ layout) -> the model is
 fine-tuned on them by the ordinary training run (MODEL.PRETRAINED = the round's weights,
-SELF_TRAINING.EPOCHS at SELF_TRAINING.LR). The pose, not the raw landmarks, is the label: its
-reprojection is a set of landmarks consistent with the spacecraft's shape, which is what the
-model learns from. The coarse model (crops only) is not retrained.
+SELF_TRAINING.EPOCHS at SELF_TRAINING.LR), with SELF_TRAINING.SOURCE_SHARE of each epoch
+drawn from the labelled training set so that it does not forget it. The pose, not the raw
+landmarks, is the label: its reprojection is a set of landmarks consistent with the
+spacecraft's shape, which is what the model learns from. The coarse model (crops only) is not
+retrained.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from lib.core.engine import run_training, test_split
 from lib.core.predictor import Predictor
 from lib.spacecraft.files import PoseLabel, write_labels
 from lib.spacecraft.pose_solver import consistent_poses, pnp_options, solve_poses
-from lib.utils.io import image_set_tag
+from lib.utils.io import image_set_tag, split_image_sets
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +80,29 @@ def write_pseudo_labels(cfg: CfgNode, weights_file: str, output_dir: str) -> Pse
     return PseudoLabels(target, labels_file, len(kept), len(keep))
 
 
+def fine_tune_sets(cfg: CfgNode, labels: PseudoLabels) -> tuple[str, list[float]]:
+    """(DATASET.TRAIN_SET, DATASET.TRAIN_SET_SHARES) of a round: the pseudo-labelled set, and
+    beside it the model's own training set(s) for SELF_TRAINING.SOURCE_SHARE of the samples
+    (split by their shares, else equally)."""
+    source_share = cfg.SELF_TRAINING.SOURCE_SHARE
+    if source_share <= 0:
+        return labels.image_set, []
+    sources = split_image_sets(cfg.DATASET.TRAIN_SET)
+    weights = list(cfg.DATASET.TRAIN_SET_SHARES) or [1.0] * len(sources)
+    shares = [1.0 - source_share] + [source_share * w / sum(weights) for w in weights]
+    return "+".join([labels.image_set, *sources]), shares
+
+
 def fine_tune_config(cfg: CfgNode, labels: PseudoLabels, weights_file: str,
                      output_dir: str) -> CfgNode:
-    """The training run of a round: from ``weights_file``, on the pseudo-labelled set (also its
-    validation set, with its own boxes: how well the model fits the labels), for
-    SELF_TRAINING.EPOCHS at SELF_TRAINING.LR, into ``output_dir``."""
+    """The training run of a round: from ``weights_file``, on the pseudo-labelled set and
+    the source share (:func:`fine_tune_sets`), validated on the pseudo-labelled set with its
+    own boxes (how well the model fits the labels), for SELF_TRAINING.EPOCHS at
+    SELF_TRAINING.LR, into ``output_dir``."""
     config = cfg.clone()
     config.defrost()
     config.OUTPUT_DIR = output_dir
-    config.DATASET.TRAIN_SET = labels.image_set
+    config.DATASET.TRAIN_SET, config.DATASET.TRAIN_SET_SHARES = fine_tune_sets(cfg, labels)
     config.DATASET.TEST_SET = labels.image_set
     config.TEST.SPEED_BBOX = "gt"
     config.TEST.ADAPT_STEPS = 0

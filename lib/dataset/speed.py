@@ -41,7 +41,7 @@ from lib.spacecraft.geometry import project_points
 from lib.spacecraft.pose_solver import pnp_options, solve_poses
 from lib.spacecraft.scores import landmark_pixel_error, pose_score_summary
 from lib.utils.image_io import read_image
-from lib.utils.io import UserFileError, image_set_tag
+from lib.utils.io import UserFileError, image_set_tag, split_image_sets
 
 logger = logging.getLogger(__name__)
 
@@ -253,10 +253,11 @@ class SpeedDataset(JointsDataset):
 
     # ---- evaluation ------------------------------------------------------------------------
     def _prior_pose(self, cfg: Any) -> tuple[np.ndarray, np.ndarray] | None:
-        """The mean pose of the training labels (DATASET.TRAIN_SET), the last fallback guess;
-        None where that set is missing or unlabelled."""
+        """The mean pose of the training labels (DATASET.TRAIN_SET, each of its '+'-joined
+        sets), the last fallback guess; None where a set is missing or none is labelled."""
         try:
-            labels = read_labels(resolve_image_set(self.root, cfg.DATASET.TRAIN_SET)[0])
+            labels = [label for name in split_image_sets(cfg.DATASET.TRAIN_SET)
+                      for label in read_labels(resolve_image_set(self.root, name)[0])]
         except (FileNotFoundError, UserFileError) as err:
             logger.warning("=> no training poses for the fallback prior (%s)", err)
             return None

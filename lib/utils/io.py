@@ -103,6 +103,12 @@ def disk_full_error(error: BaseException) -> OSError | None:
     return None
 
 
+def split_image_sets(image_set: str) -> list[str]:
+    """The image sets of a '+'-joined DATASET.TRAIN_SET ('lightbox/pseudo+train' ->
+    ['lightbox/pseudo', 'train']): several sets trained on at once (lib.dataset.mixing)."""
+    return [part.strip() for part in image_set.split("+")]
+
+
 def image_set_tag(image_set: str) -> str:
     """An image set's name as one file-name part ('lightbox/test' -> 'lightbox_test'), for the
     files a run writes per set (submissions, crop boxes, adapted weights)."""
