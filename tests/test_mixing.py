@@ -26,6 +26,9 @@ def test_an_epoch_is_the_first_set_once_and_the_others_by_their_shares():
     assert max(Counter(second).values()) == 2
     assert len(third) == len(set(third)) == 5                   # without replacement
     assert drawn.tolist() != sorted(drawn.tolist())             # shuffled together
+    assert epoch_counts([10, 50], [1.0, 0.01]) == [10, 0]
+    assert sorted(epoch_indices([10, 50], [1.0, 0.01], torch.Generator()).tolist()) == list(
+        range(10))
 
 
 def test_the_sampler_repeats_an_epoch_from_its_seed_and_splits_it_over_ranks():

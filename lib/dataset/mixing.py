@@ -34,7 +34,7 @@ def epoch_indices(sizes: Sequence[int], shares: Sequence[float],
     offsets = [0, *torch.tensor(sizes).cumsum(0).tolist()[:-1]]
     parts = []
     for size, count, offset in zip(sizes, epoch_counts(sizes, shares), offsets, strict=True):
-        rounds = math.ceil(count / size)
+        rounds = max(1, math.ceil(count / size))  # a share rounded to nothing draws none
         order = torch.cat([torch.randperm(size, generator=generator) for _ in range(rounds)])
         parts.append(order[:count] + offset)
     drawn = torch.cat(parts)
