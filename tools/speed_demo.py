@@ -177,7 +177,8 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
     print(f"== time budget {args.budget_minutes:g} min: an epoch takes about "
           + " and ".join(f"{s:.0f} s ({name})" for s, name in zip(seconds, ("coarse", "fine"),
                                                                    strict=True))
-          + f" here (a timed training step); {training_end_s - spent_s:.0f} s of training fit "
+          + f" here (a timed training step, {precision(configs[1])}); "
+          + f"{training_end_s - spent_s:.0f} s of training fit "
           + " and ".join(f"{got} of {want} epochs" for got, want in zip(plan.epochs, wanted,
                                                                        strict=True)))
     return plan
