@@ -20,13 +20,15 @@ from tests.datagen import fixture_cfg, make_coco_fixture
 # Each new step on its own at p = 1, as DATASET keys.
 STEPS = {
     "style": {"PROB_STYLE": 1.0},
+    "hard_light": {"PROB_HARD_LIGHT": 1.0},
     "coarse_dropout": {"PROB_COARSE_DROPOUT": 1.0},
     "sun_flare": {"PROB_SUN_FLARE": 1.0},
     "motion_blur": {"PROB_MOTION_BLUR": 1.0},
     "median_blur": {"PROB_MEDIAN_BLUR": 1.0},
     "iso_noise": {"PROB_ISO_NOISE": 1.0},
 }
-FIELDS = {"style": "prob_style", "coarse_dropout": "prob_coarse_dropout",
+FIELDS = {"style": "prob_style", "hard_light": "prob_hard_light",
+          "coarse_dropout": "prob_coarse_dropout",
           "sun_flare": "prob_sun_flare", "motion_blur": "prob_motion_blur",
           "median_blur": "prob_median_blur", "iso_noise": "prob_iso_noise"}
 
@@ -66,7 +68,8 @@ def test_a_step_that_is_off_draws_nothing_whatever_its_other_keys():
     probabilities 0: the same pixels and the same random state after."""
     crop, joints, vis = _scene()
     plain = CropAugmentation(prob_noise=1.0)
-    tuned = CropAugmentation(prob_noise=1.0, style_shading=0.9, coarse_dropout_holes=2,
+    tuned = CropAugmentation(prob_noise=1.0, style_shading=0.9, hard_light_shadow=0.9,
+                             hard_light_gain=3.0, coarse_dropout_holes=2,
                              coarse_dropout_size=(0.5, 0.6), sun_flare_radius=(0.5, 1.0),
                              sun_flare_jitter=0.0, motion_blur_length=15, median_blur_size=3,
                              iso_noise_gain=5.0, iso_noise_speckle=0.5)
@@ -225,6 +228,23 @@ def test_style_restyles_the_whole_crop_alike_in_every_channel():
     assert (grey_out[:20] != crop[:20]).any()  # outside the box too
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_hard_light_splits_the_crop_at_a_terminator_through_the_box(seed):
+    """A flat crop comes back in two parts: the shadowed one at most HARD_LIGHT_SHADOW of the
+    grey, the lit one brightened by at most HARD_LIGHT_GAIN, the sharp edge between them
+    crossing the object's box."""
+    crop = np.full((64, 96), 100, np.uint8)
+    box = (30, 20, 60, 40)
+    np.random.seed(seed)
+    out = CropAugmentation(prob_hard_light=1.0, hard_light_shadow=0.3,
+                           hard_light_gain=1.5)._hard_light(crop.astype(np.float32), box)
+    dark, bright = out <= 30.0 + 1e-3, out >= 100.0 - 1e-3
+    assert out.max() <= 150.0 + 1e-3 and dark.mean() > 0.02 and bright.mean() > 0.02
+    assert (dark | bright).mean() > 0.6  # a sharp terminator: a narrow band in between
+    inside = out[box[1]:box[3], box[0]:box[2]]
+    assert inside.min() <= 30.0 + 1e-3 and inside.max() >= 100.0 - 1e-3
+
+
 def test_iso_noise_grows_with_the_signal():
     crop = np.zeros((64, 128), np.uint8)
     crop[:, 64:] = 200
@@ -256,6 +276,8 @@ BAD = [
     ("DATASET.PROB_SUN_FLARE", "2.0"), ("DATASET.PROB_MOTION_BLUR", "-1.0"),
     ("DATASET.PROB_MEDIAN_BLUR", "1.01"), ("DATASET.PROB_ISO_NOISE", "3.0"),
     ("DATASET.STYLE_SHADING", "1.5"), ("DATASET.COARSE_DROPOUT_HOLES", "0"),
+    ("DATASET.PROB_HARD_LIGHT", "1.2"), ("DATASET.HARD_LIGHT_SHADOW", "-0.1"),
+    ("DATASET.HARD_LIGHT_GAIN", "0.5"),
     ("DATASET.COARSE_DROPOUT_SIZE", "[0.5, 0.2]"), ("DATASET.COARSE_DROPOUT_SIZE", "[0.0, 0.2]"),
     ("DATASET.SUN_FLARE_RADIUS", "[0.1, 9.0]"), ("DATASET.SUN_FLARE_JITTER", "-0.1"),
     ("DATASET.MOTION_BLUR_LENGTH", "2"), ("DATASET.MEDIAN_BLUR_SIZE", "7"),

@@ -211,6 +211,12 @@ _C.DATASET.BLUR_SIGMA = 1.5
 # a cheap stand-in for neural style transfer (0 = off) ...
 _C.DATASET.PROB_STYLE = 0.0
 _C.DATASET.STYLE_SHADING = 0.3  # ... max relative amplitude of the multiplied shading field
+# Probability of one hard light (the sunlamp's): beyond a sharp straight terminator through the
+# object's box the crop keeps a fraction up to HARD_LIGHT_SHADOW of its brightness, the lit
+# side gains up to HARD_LIGHT_GAIN (0 = off).
+_C.DATASET.PROB_HARD_LIGHT = 0.0
+_C.DATASET.HARD_LIGHT_SHADOW = 0.3
+_C.DATASET.HARD_LIGHT_GAIN = 1.5
 # Probability of coarse dropout: 1..HOLES rectangles of random grey inside the object's box ...
 _C.DATASET.PROB_COARSE_DROPOUT = 0.0
 _C.DATASET.COARSE_DROPOUT_HOLES = 5  # ... at most this many holes ...
