@@ -150,9 +150,8 @@ class CropAugmentation:
     @property
     def _domain_gap(self) -> bool:
         return (self.prob_style > 0 or self.prob_hard_light > 0 or self.prob_coarse_dropout > 0
-                or self.prob_sun_flare > 0
-                or self.prob_motion_blur > 0 or self.prob_median_blur > 0
-                or self.prob_iso_noise > 0)
+                or self.prob_sun_flare > 0 or self.prob_motion_blur > 0
+                or self.prob_median_blur > 0 or self.prob_iso_noise > 0)
 
     @property
     def photometric(self) -> bool:

@@ -79,7 +79,7 @@ BF16_MIN_SPEEDUP = 1.1  # CPU_BF16 'auto' takes bf16 from this measured gain ove
 @functools.cache
 def cpu_bf16_speedup() -> float:
     """How much faster a bf16-autocast convolution step (forward + backward) runs than fp32 on
-    this CPU, measured once per process (~0.3 s); 0.0 where oneDNN has no bf16 kernels.
+    this CPU, measured once per process (~0.2 s); 0.0 where oneDNN has no bf16 kernels.
 
     The gain is a property of the processor, not of the model: AVX512-BF16 / AMX parts run bf16
     convolutions at up to twice the fp32 rate, AVX2-only parts fall back to a reference kernel
