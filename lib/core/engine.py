@@ -30,7 +30,13 @@ from lib.core.lr_schedule import build_scheduler
 from lib.core.predictor import Predictor, load_network
 from lib.core.speed_two_stage import config_after_adaptation, two_stage_dataset_kwargs
 from lib.dataset import build_dataset
-from lib.dataset.mixing import MixedSampler, epoch_counts, set_sizes, training_sets
+from lib.dataset.mixing import (
+    MixedSampler,
+    epoch_counts,
+    image_sets,
+    set_sizes,
+    training_sets,
+)
 from lib.utils import distributed
 from lib.utils.checkpoint import (
     CheckpointFormatError,
@@ -143,7 +149,7 @@ def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
     configure_opencv_for_workers(cfg.WORKERS)
     # a worker's image cache lives as long as the worker: keep them across epochs
     persistent = cfg.WORKERS > 0 and any(getattr(part, "image_cache", None) is not None
-                                         for part in getattr(dataset, "datasets", [dataset]))
+                                         for part in image_sets(dataset))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                       num_workers=cfg.WORKERS,
                       pin_memory=cfg.PIN_MEMORY and ctx.device.type == "cuda",

@@ -76,6 +76,11 @@ def training_sets(build: Callable[[str], Dataset], image_set: str) -> Dataset:
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
 
 
+def image_sets(dataset: Dataset) -> list[Dataset]:
+    """The image sets a training set of :func:`training_sets` is made of."""
+    return list(getattr(dataset, "datasets", [dataset]))
+
+
 def set_sizes(dataset: Dataset) -> list[int]:
     """The sizes of the image sets a training set is made of."""
-    return [len(part) for part in getattr(dataset, "datasets", [dataset])]
+    return [len(part) for part in image_sets(dataset)]
