@@ -498,6 +498,10 @@ DATA_CASES = [
     ("demo experiment file missing", "tools/speed_demo.py",
      ["--data", "{out}/demo_data", "--out", "{out}/demo", "--coarse-cfg", "{out}/nope.yaml"],
      "{out}/nope.yaml"),
+    ("demo override of the wrong type", "tools/speed_demo.py",
+     ["--data", "{out}/demo_data", "--out", "{out}/demo", "DATASET.PROB_STYLE", "1"],
+     "config experiments/speed/hrnet/demo_coarse.yaml + command line: Type mismatch (<class "
+     "'float'> vs. <class 'int'>) with values (0.0 vs. 1) for config key: DATASET.PROB_STYLE"),
     ("infer a missing path", "tools/infer.py",
      ["--cfg", CFG, "--image", "{out}/nowhere", "--out", "{out}/infer"],
      "--image: {out}/nowhere does not exist"),

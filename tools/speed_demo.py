@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
+from cli import load_config as load_cli_config
 from cli import run_cli
 from lib.config import ConfigValueError, default_config
-from lib.config import update_config
 from lib.core.benchmark import (
     Mode,
     fit_epochs,
@@ -208,9 +208,10 @@ def replan_fine_epochs(plan: EpochPlan, coarse_s: float, coarse_epoch_s: list[fl
 
 
 def load_config(cfg_file: str, opts: list[str]):
-    """The experiment file over a copy of the defaults (the shared defaults stay untouched)."""
+    """The experiment file over a copy of the defaults (the shared defaults stay untouched);
+    an unreadable file or override is tools/cli.py's one-line error."""
     config = default_config()
-    update_config(config, argparse.Namespace(cfg=cfg_file, opts=opts))
+    load_cli_config(config, argparse.Namespace(cfg=cfg_file, opts=opts))
     return config
 
 
