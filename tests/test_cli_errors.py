@@ -502,6 +502,11 @@ DATA_CASES = [
      ["--data", "{out}/demo_data", "--out", "{out}/demo", "DATASET.PROB_STYLE", "1"],
      "config experiments/speed/hrnet/demo_coarse.yaml + command line: Type mismatch (<class "
      "'float'> vs. <class 'int'>) with values (0.0 vs. 1) for config key: DATASET.PROB_STYLE"),
+    ("bench_demo override after --", "tools/bench_demo.py",
+     ["--cfg", "experiments/speed/hrnet/demo_fine.yaml", "--", "TRAIN.LR"],
+     "config experiments/speed/hrnet/demo_fine.yaml + command line: "),
+    ("bench_demo experiment file missing", "tools/bench_demo.py",
+     ["--cfg", "{out}/nope.yaml"], "{out}/nope.yaml"),
     ("infer a missing path", "tools/infer.py",
      ["--cfg", CFG, "--image", "{out}/nowhere", "--out", "{out}/infer"],
      "--image: {out}/nowhere does not exist"),

@@ -1,6 +1,7 @@
 """How fast this host trains the demo's models: measure a host in about a minute.
 
     python tools/bench_demo.py [--images 256] [--profile] [KEY VALUE ...]
+    python tools/bench_demo.py --cfg experiments/speed/hrnet/demo_fine.yaml -- TRAIN.LR 2e-3
 
 Renders a small set of the embedded data set (the demo's image size) into a temporary folder,
 then for each demo model (experiments/speed/hrnet/demo_{coarse,fine}.yaml) prints images per
@@ -22,8 +23,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from cli import run_cli
-from lib.config import default_config, merge_from_file, merge_from_list
+from cli import load_config, run_cli
+from lib.config import default_config, merge_from_list
 from lib.core.benchmark import (
     Mode,
     images_per_second_of_loader,
@@ -59,16 +60,29 @@ def parse_args() -> argparse.Namespace:
                         help="validation images per epoch the epoch estimate is for")
     parser.add_argument("--profile", action="store_true",
                         help="also print torch.profiler's top ops of a training step")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE for every config")
-    return parser.parse_args()
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="KEY VALUE for every config (after '--' where --cfg comes last)")
+    args = parser.parse_args()
+    if args.opts[:1] == ["--"]:
+        args.opts = args.opts[1:]
+    return args
 
 
-def bench_config(cfg_file: str, root: Path, args: argparse.Namespace) -> list[str]:
-    cfg = default_config()
-    merge_from_file(cfg, cfg_file, check=False)
+def load_configs(args: argparse.Namespace) -> list:
+    """Every experiment file with the overrides, checked as tools/train.py checks them: a
+    missing file or a bad override is one line before a minute of rendering."""
+    configs = []
+    for cfg_file in args.cfg:
+        cfg = default_config()
+        load_config(cfg, argparse.Namespace(cfg=cfg_file, opts=args.opts))
+        configs.append(cfg)
+    return configs
+
+
+def bench_config(cfg, cfg_file: str, root: Path, args: argparse.Namespace) -> list[str]:
     work = root / Path(cfg_file).stem
     merge_from_list(cfg, ["DATASET.ROOT", str(root / "data"), "OUTPUT_DIR", str(work),
-                          "LOG_DIR", str(work), "PRINT_FREQ", 10**6, *args.opts])
+                          "LOG_DIR", str(work), "PRINT_FREQ", 10**6])
     seed_everything(0)
     device = torch.device("cpu")
     batch = cfg.TRAIN.BATCH_SIZE_PER_GPU
@@ -119,9 +133,7 @@ def bench_config(cfg_file: str, root: Path, args: argparse.Namespace) -> list[st
 
 def main() -> None:
     args = parse_args()
-    missing = [path for path in args.cfg if not Path(path).is_file()]
-    if missing:  # before a minute of rendering
-        raise FileNotFoundError(f"config file not found: {missing[0]}")
+    configs = load_configs(args)
     logging.basicConfig(level=logging.WARNING)
     speedup = cpu_bf16_speedup()
     print(f"processor: {processor_summary()}; torch {torch.__version__}, "
@@ -141,8 +153,8 @@ def main() -> None:
         print("| model | input | batch | step fp32 img/s | step bf16 img/s | data img/s | "
               "loop img/s | validation s | epoch s |\n|---|---|---|---|---|---|---|---|---|")
         profiles = []
-        for cfg_file in args.cfg:
-            row, *rest = bench_config(cfg_file, root, args)
+        for cfg, cfg_file in zip(configs, args.cfg, strict=True):
+            row, *rest = bench_config(cfg, cfg_file, root, args)
             print(row, flush=True)
             profiles += rest
         for table in profiles:
