@@ -3,6 +3,7 @@ two-stage 'model' source (lib/core/speed_two_stage.py) end to end with a tiny co
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -325,6 +326,36 @@ def test_crop_candidates_end_to_end_each_crop_is_one_candidates_re_framed_box(da
         candidates.append(two_stage.reframed_boxes(landmarks, boxes, WIDTH, HEIGHT)[0])
     for index, name in enumerate(names):
         assert any(np.allclose(chosen[name][0], c[index], atol=1e-9) for c in candidates)
+
+
+def test_the_crop_search_decodes_each_image_once_whatever_the_chunks(data_root, tmp_path,
+                                                                      monkeypatch):
+    cfg_file, weights = write_coarse_model(tmp_path)
+    cfg = two_stage_cfg(data_root, cfg_file, weights, {"TEST.SPEED_COARSE_CONF_THRE": -1.0,
+                                                 "TEST.SPEED_CROP_REFINE": 2,
+                                                 "TEST.SPEED_CROP_CANDIDATES": [1.5, 2.0],
+                                                 "TEST.BATCH_SIZE_PER_GPU": 2})
+    cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
+    torch.manual_seed(1)
+    fine = build_model(cfg, is_train=False).eval()
+    reads = []
+    # the module, not the class lib.dataset exports under its name
+    joints_dataset = importlib.import_module("lib.dataset.JointsDataset")
+    read_image = joints_dataset.read_image
+    monkeypatch.setattr(joints_dataset, "read_image",
+                        lambda path, *args, **kwargs: reads.append(path)
+                        or read_image(path, *args, **kwargs))
+    whole, _ = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "whole"), fine)
+    # 4 images, 1 coarse + 3 x (2 re-framing + 1 final) fine passes each: one decode each
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 4
+    # one image a chunk rounds up to the models' batch of 2: two chunks, the same batches
+    monkeypatch.setattr(two_stage, "SEARCH_CHUNK_IMAGES", 1)
+    chunked, _ = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "chunked"), fine)
+    assert len(reads) == 8
+    assert sorted(whole) == sorted(chunked)
+    for name, (box, score) in whole.items():
+        np.testing.assert_array_equal(chunked[name][0], box)
+        assert chunked[name][1] == score
 
 
 def test_two_stage_inference_writes_nothing_but_the_box_file(data_root, tmp_path):

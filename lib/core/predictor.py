@@ -25,7 +25,7 @@ from lib.dataset.image_boxes import ImageBoxesDataset
 from lib.models.fusion import fuse_conv_bn
 from lib.utils.checkpoint import load_weights_file
 from lib.utils.export import onnxruntime_model
-from lib.utils.image_io import configure_opencv_for_workers
+from lib.utils.image_io import ImageCache, configure_opencv_for_workers
 from lib.utils.runtime import autocast, resolve_amp, select_device
 from lib.utils.transforms import flip_back, input_transform
 
@@ -156,18 +156,21 @@ class Predictor:
         parts = [prediction.landmarks for _, prediction in self.batches(loader)]
         return np.concatenate(parts) if parts else np.zeros((0, self.cfg.MODEL.NUM_JOINTS, 3))
 
-    def predict_items(self, items: Sequence[Item], whole_image: bool = False) -> np.ndarray:
+    def predict_items(self, items: Sequence[Item], whole_image: bool = False,
+                      image_cache: ImageCache | None = None) -> np.ndarray:
         """Landmarks N x J x 3 for (image path, box, score) items, cropped exactly as the
         config's data set crops its test split (``whole_image``: the box is the whole image,
-        unpadded, as the spacecraft's coarse model sees it)."""
-        return self.predict(self.loader(self.items_dataset(items, whole_image)))
+        unpadded, as the spacecraft's coarse model sees it; ``image_cache``: decoded images
+        shared with other calls)."""
+        return self.predict(self.loader(self.items_dataset(items, whole_image, image_cache)))
 
-    def items_dataset(self, items: Sequence[Item], whole_image: bool = False
-                      ) -> ImageBoxesDataset:
+    def items_dataset(self, items: Sequence[Item], whole_image: bool = False,
+                      image_cache: ImageCache | None = None) -> ImageBoxesDataset:
         """The crops of (image path, box, score) items as the config's test split crops them
         (``whole_image``: the box is the whole image, unpadded)."""
         return ImageBoxesDataset(self.cfg, items, self.flip_pairs, input_transform(),
-                                 read_grayscale=self.read_grayscale, whole_image=whole_image)
+                                 read_grayscale=self.read_grayscale, whole_image=whole_image,
+                                 image_cache=image_cache)
 
     def loader(self, dataset: Any) -> DataLoader:
         """A test-time loader of ``dataset``: TEST.BATCH_SIZE_PER_GPU, WORKERS, in order."""

@@ -12,21 +12,27 @@ from typing import Any
 import numpy as np
 
 from lib.dataset.JointsDataset import JointsDataset
+from lib.utils.image_io import ImageCache
 
 
 class ImageBoxesDataset(JointsDataset):
     """One item per (image path, box (x, y, w, h), score); no labels, zero targets.
 
     With ``whole_image`` each box is taken as the image itself and cropped unpadded, as the
-    spacecraft's coarse model sees it (DATASET.SPEED_FULL_IMAGE)."""
+    spacecraft's coarse model sees it (DATASET.SPEED_FULL_IMAGE). An ``image_cache`` shared
+    between such data sets decodes each image once for all of them (the two-stage crop search
+    crops the same images some fifteen times)."""
 
     def __init__(self, cfg: Any, items: Sequence[tuple[str, Sequence[float], float]],
                  flip_pairs: list[list[int]] | None, transform: Callable | None = None,
-                 read_grayscale: bool = False, whole_image: bool = False) -> None:
+                 read_grayscale: bool = False, whole_image: bool = False,
+                 image_cache: ImageCache | None = None) -> None:
         self.num_joints = cfg.MODEL.NUM_JOINTS
         self.flip_pairs = flip_pairs
         self.read_grayscale = read_grayscale
         super().__init__(cfg, "", "inference", False, transform)
+        if image_cache is not None:
+            self.image_cache = image_cache
         zeros = np.zeros((self.num_joints, 3), dtype=np.float64)
         for path, box, score in items:
             if whole_image:

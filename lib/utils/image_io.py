@@ -7,6 +7,7 @@ read pixels through here, so a missing or broken image gives the same message ev
 from __future__ import annotations
 
 import logging
+import math
 import os
 import zipfile
 from collections.abc import Callable
@@ -121,8 +122,8 @@ class ImageCache:
     than corrupt the next epoch.
     """
 
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget_bytes = max(int(budget_bytes), 0)
+    def __init__(self, budget_bytes: float = math.inf) -> None:
+        self.budget_bytes = max(budget_bytes, 0)
         self.used_bytes = 0
         self._images: dict[tuple[str, int], np.ndarray] = {}
 
