@@ -5,9 +5,41 @@ and self-training."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import re
+import sys
+from pathlib import Path
 
 import pytest
+
+from lib.config import default_config, merge_from_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def speed_demo_module():
+    sys.path.insert(0, str(REPO / "tools"))
+    spec = importlib.util.spec_from_file_location("speed_demo", REPO / "tools" / "speed_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def demo_config(name: str):
+    config = default_config()
+    merge_from_file(config, str(REPO / "experiments" / "speed" / "hrnet" / f"demo_{name}.yaml"))
+    return config
+
+
+def test_the_fine_model_starts_from_the_coarse_one_where_they_are_one_network():
+    demo = speed_demo_module()
+    coarse, fine = demo_config("coarse"), demo_config("fine")
+    assert demo.fine_start_weights(coarse, fine, "coarse.pth") == "coarse.pth"
+    fine.MODEL.PRETRAINED = "imagenet.pth"  # the fine config's own choice wins
+    assert demo.fine_start_weights(coarse, fine, "coarse.pth") == "imagenet.pth"
+    fine.MODEL.PRETRAINED = ""
+    fine.MODEL.EXTRA.STAGE3.NUM_CHANNELS = [16, 32, 96]  # another network: from scratch
+    assert demo.fine_start_weights(coarse, fine, "coarse.pth") == ""
 
 
 @pytest.mark.slow
@@ -20,6 +52,8 @@ def test_demo_runs_every_stage_and_scores_the_domain_gap(tmp_path, run_tool):
         "TRAIN.END_EPOCH", 1, "TRAIN.BATCH_SIZE_PER_GPU", 3, "TEST.BATCH_SIZE_PER_GPU", 3,
         "DATASET.CACHE_IMAGES_MB", 0, timeout=600)
     text = done.stdout
+    assert "== training the fine model (crop around the spacecraft), from the coarse model's " \
+        "weights" in text
     for domain in ("lightbox", "sunlamp"):
         assert (data / domain / "test.json").is_file()
         assert (data / domain / "labels.json").is_file()

@@ -64,9 +64,11 @@ SELF_TRAIN_ROUNDS = 1
 LOOP_OVERHEAD = 1.5
 VALIDATION_COST = 1.0
 # What comes after training (inference with the crop search, the test domains, adaptation,
-# self-training, pictures) is mostly the fine model and PnP again, so it is reserved in fine
-# epochs of this host: 330 s against 54 s epochs on a 2-core AVX2 EPYC.
-AFTER_TRAINING_FINE_EPOCHS = 6.0
+# self-training, pictures) is mostly the fine model and PnP again, in fp32 (TEST.AMP off), so it
+# is reserved in fine epochs of this host as they would run in fp32: 104 s against 16 s bf16
+# epochs (~20.5 s in fp32: 5.1) on a 2-core AMX Xeon, 330 s against 54 s fp32 epochs (6.1)
+# on a 2-core AVX2 EPYC before the crop search decoded each image once (12% of its time).
+AFTER_TRAINING_FP32_FINE_EPOCHS = 6.0
 # A fast host spends what is left of the budget on the fine model, up to this many times its
 # config's epochs (a GPU would otherwise train for hundreds). Not on the coarse one: it only
 # places the crops, and the crop search forgives it (at 8 and 16 epochs alike, two-stage
@@ -130,37 +132,44 @@ def ensure_data(args: argparse.Namespace) -> str:
     return "rendered"
 
 
-def epoch_seconds(config, train_images: int, val_images: int) -> float:
-    """Seconds an epoch of ``config`` should take here: its training step timed on a random
-    batch in the precision TRAIN.AMP resolves to, scaled up for the loop and validation."""
+def step_rate(config, amp: bool) -> float:
+    """Images per second of ``config``'s training step here, timed on a random batch in bf16
+    autocast (``amp``) or fp32."""
     device = select_device(())
     model = build_model(config, is_train=True).to(device)
     width, height = config.MODEL.IMAGE_SIZE
     x = torch.randn(config.TRAIN.BATCH_SIZE_PER_GPU, 3, height, width, device=device)
     reference = reference_output(model, x, train_mode=True)
-    mode = Mode("probe", channels_last=config.MODEL.CHANNELS_LAST,
-                amp=resolve_amp(device, config.TRAIN.AMP, config.CPU_BF16))
-    rate = measure_training(model, x, torch.rand_like(reference), mode, reference, warmup=2,
+    mode = Mode("probe", channels_last=config.MODEL.CHANNELS_LAST, amp=amp)
+    return measure_training(model, x, torch.rand_like(reference), mode, reference, warmup=2,
                             repeats=3, iters=2).images_per_s
+
+
+def epoch_seconds(rate: float, train_images: int, val_images: int) -> float:
+    """Seconds an epoch should take at a training step of ``rate`` images per second, scaled
+    up for the loop and validation."""
     return (train_images * LOOP_OVERHEAD + val_images * VALIDATION_COST) / rate
 
 
 @dataclass
 class EpochPlan:
     """Both models' TRAIN.END_EPOCH, the epochs they get, the timed-step estimate of an epoch
-    of each, the demo's budget in seconds (inf: none) and how far the fine model's epochs may
-    grow."""
+    of each, the demo's budget in seconds (inf: none), how far the fine model's epochs may
+    grow and the seconds an epoch of the fine model's steps would add in fp32 (0 when it
+    trains in fp32)."""
 
     wanted: list[int]
     epochs: list[int]
     estimates_s: list[float]
     budget_s: float
     max_factor: float = 1.0
+    fp32_extra_s: float = 0.0
 
     def training_end_s(self, fine_epoch_s: float) -> float:
         """The demo-clock second by which training must end, for fine epochs of this length:
         the rest of the budget is what follows training."""
-        return self.budget_s - AFTER_TRAINING_FINE_EPOCHS * fine_epoch_s
+        fp32_epoch_s = fine_epoch_s + self.fp32_extra_s
+        return self.budget_s - AFTER_TRAINING_FP32_FINE_EPOCHS * fp32_epoch_s
 
 
 def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> EpochPlan:
@@ -170,14 +179,22 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
     wanted = [config.TRAIN.END_EPOCH for config in configs]
     if args.budget_minutes <= 0:
         return EpochPlan(wanted, wanted, [0.0] * len(wanted), math.inf)
-    seconds = [epoch_seconds(config, args.train, args.val) for config in configs]
-    plan = EpochPlan(wanted, wanted, seconds, args.budget_minutes * 60.0, args.max_epoch_factor)
+    amp = [resolve_amp(select_device(()), config.TRAIN.AMP, config.CPU_BF16)
+           for config in configs]
+    rates = [step_rate(config, use_amp) for config, use_amp in zip(configs, amp, strict=True)]
+    # the steps alone get slower in fp32; the loop's data and logging do not
+    fp32_extra_s = (args.train / step_rate(configs[1], False) - args.train / rates[1]
+                    if amp[1] else 0.0)
+    seconds = [epoch_seconds(rate, args.train, args.val) for rate in rates]
+    plan = EpochPlan(wanted, wanted, seconds, args.budget_minutes * 60.0, args.max_epoch_factor,
+                     max(fp32_extra_s, 0.0))
     training_end_s = plan.training_end_s(seconds[1])
     plan.epochs = fit_epochs(training_end_s - spent_s, wanted, seconds)
     print(f"== time budget {args.budget_minutes:g} min: an epoch takes about "
           + " and ".join(f"{s:.0f} s ({name})" for s, name in zip(seconds, ("coarse", "fine"),
                                                                    strict=True))
           + f" here (a timed training step, {precision(configs[1])}); "
+          + f"{plan.budget_s - training_end_s:.0f} s kept for what follows training; "
           + f"{training_end_s - spent_s:.0f} s of training fit "
           + " and ".join(f"{got} of {want} epochs" for got, want in zip(plan.epochs, wanted,
                                                                        strict=True)))
@@ -205,6 +222,20 @@ def replan_fine_epochs(plan: EpochPlan, coarse_s: float, coarse_epoch_s: list[fl
           f"gets {epochs} epochs (config: {wanted}; about {fine_epoch_s:.0f} s each after "
           f"{once_s:.0f} s once, {left_s:.0f} s left for epochs)")
     return epochs
+
+
+def fine_start_weights(coarse, fine, coarse_weights: str) -> str:
+    """MODEL.PRETRAINED of the fine run: its config's own where it names one, else the coarse
+    model's weights where both configs build the same network, else none. The coarse model
+    already finds the landmarks on the whole image: at 17 fine epochs (two seeds each, 400
+    validation images) the fine model scored 0.116 with oracle crops and 0.122 with coarse
+    ones from there, 0.155 and 0.133 from scratch."""
+    if fine.MODEL.PRETRAINED:
+        return fine.MODEL.PRETRAINED
+    same = (coarse.MODEL.NAME == fine.MODEL.NAME
+            and coarse.MODEL.NUM_JOINTS == fine.MODEL.NUM_JOINTS
+            and coarse.MODEL.EXTRA == fine.MODEL.EXTRA)
+    return coarse_weights if same else ""
 
 
 def load_config(cfg_file: str, opts: list[str]):
@@ -374,10 +405,13 @@ def main(argv: list[str] | None = None) -> int:
 
     fine_epochs = replan_fine_epochs(plan, time.time() - coarse_start,
                                      coarse_run["epoch_seconds"], time.time() - start)
-    print("== training the fine model (crop around the spacecraft)")
     fine_opts = common + ["TEST.SPEED_COARSE_CFG", args.coarse_cfg,
                           "TEST.SPEED_COARSE_MODEL_FILE", coarse_weights]
-    fine = load_config(args.fine_cfg, fine_opts + ["TRAIN.END_EPOCH", str(fine_epochs)])
+    start_weights = fine_start_weights(coarse, configs[1], coarse_weights)
+    print("== training the fine model (crop around the spacecraft)"
+          + (", from the coarse model's weights" if start_weights == coarse_weights else ""))
+    fine = load_config(args.fine_cfg, fine_opts + ["TRAIN.END_EPOCH", str(fine_epochs),
+                                                   "MODEL.PRETRAINED", start_weights])
     fine_run = run_training(fine, args.fine_cfg)
     fine_dir = fine_run["output_dir"]
     fine_opts += ["TEST.MODEL_FILE", str(Path(fine_dir) / "model_best.pth")]
