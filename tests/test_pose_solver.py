@@ -157,3 +157,23 @@ def test_retries_at_a_doubled_tolerance_turn_noisy_failures_into_poses():
         errors.append(np.rad2deg(rotation_error(q_true, retried.q))[0])
     assert strict_failures >= 5
     assert np.median(errors) < 5.0
+
+
+def test_the_batch_on_several_threads_gives_the_poses_of_one_thread(monkeypatch):
+    import cv2
+
+    q, r = random_poses(40, seed=11)
+    rng = np.random.default_rng(12)
+    observed = project_points(LANDMARKS, q, r, K) + rng.normal(0.0, 3.0, (40, 11, 2))
+    observed[:, :3] += rng.uniform(-80.0, 80.0, (40, 3, 2))  # outliers: RANSAC must choose
+    confidence = rng.uniform(0.05, 1.0, (40, 11))
+    options = dict(ransac_reproj_err=2.0, ransac_retries=2, ransac_iterations=200)
+    monkeypatch.setattr(cv2, "getNumThreads", lambda: 1)
+    alone = solve_poses(observed, confidence, LANDMARKS, K, **options)
+    monkeypatch.setattr(cv2, "getNumThreads", lambda: 4)
+    threaded = solve_poses(observed, confidence, LANDMARKS, K, **options)
+    assert np.count_nonzero(alone.success) >= 30
+    np.testing.assert_array_equal(threaded.success, alone.success)
+    np.testing.assert_array_equal(threaded.q, alone.q)
+    np.testing.assert_array_equal(threaded.r, alone.r)
+    assert threaded.reasons == alone.reasons

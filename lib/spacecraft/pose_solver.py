@@ -6,6 +6,7 @@ recipe). Bad data never raises: an image whose pose cannot be found comes back a
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,11 +247,20 @@ def solve_poses(
     r = np.full((batch, 3), np.nan)
     success = np.zeros(batch, dtype=bool)
     reasons = [""] * batch
-    for index in range(batch):
-        solution = solve_pose(
-            points_2d[index], None if conf is None else conf[index], landmarks_3d,
-            camera_matrix, dist_coeffs, **options,
-        )
+
+    def solve(index: int) -> PoseSolution:
+        return solve_pose(points_2d[index], None if conf is None else conf[index],
+                          landmarks_3d, camera_matrix, dist_coeffs, **options)
+
+    # OpenCV's RANSAC lets the GIL go and seeds its generator per call: threads give the same
+    # poses, on as many threads as OpenCV may use
+    threads = min(cv2.getNumThreads(), batch)
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            solutions = list(pool.map(solve, range(batch)))
+    else:
+        solutions = [solve(index) for index in range(batch)]
+    for index, solution in enumerate(solutions):
         success[index] = solution.success
         reasons[index] = solution.reason
         if solution.success:
