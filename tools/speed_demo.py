@@ -181,7 +181,11 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
         return EpochPlan(wanted, wanted, [0.0] * len(wanted), math.inf)
     amp = [resolve_amp(select_device(()), config.TRAIN.AMP, config.CPU_BF16)
            for config in configs]
-    rates = [step_rate(config, use_amp) for config, use_amp in zip(configs, amp, strict=True)]
+    # the faster of two rounds: a lone probe once read a coarse epoch 1.5x too long (a
+    # transient right after rendering), and the fine run's re-plan scales by that reading
+    rounds = [[step_rate(config, use_amp) for config, use_amp in zip(configs, amp, strict=True)]
+              for _ in range(2)]
+    rates = [max(readings) for readings in zip(*rounds, strict=True)]
     # the steps alone get slower in fp32; the loop's data and logging do not
     fp32_extra_s = (args.train / step_rate(configs[1], False) - args.train / rates[1]
                     if amp[1] else 0.0)
