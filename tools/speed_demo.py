@@ -65,10 +65,11 @@ LOOP_OVERHEAD = 1.5
 VALIDATION_COST = 1.0
 # What comes after training (inference with the crop search, the test domains, adaptation,
 # self-training, pictures) is mostly the fine model and PnP again, in fp32 (TEST.AMP off), so it
-# is reserved in fine epochs of this host as they would run in fp32: 104 s against 16 s bf16
-# epochs (~20.5 s in fp32: 5.1) on a 2-core AMX Xeon, 330 s against 54 s fp32 epochs (6.1)
-# on a 2-core AVX2 EPYC before the crop search decoded each image once (12% of its time).
-AFTER_TRAINING_FP32_FINE_EPOCHS = 6.0
+# is reserved in fine epochs of this host as they would run in fp32: 91 s against 16 s bf16
+# epochs (~20.5 s in fp32: 4.4) on a 2-core AMX Xeon; 330 s against 54 s fp32 epochs (6.1) on
+# a 2-core AVX2 EPYC before the crop search decoded each image once and PnP ran on both cores,
+# which took a quarter off the AMX Xeon's 123 s (~4.5 there now, unmeasured).
+AFTER_TRAINING_FP32_FINE_EPOCHS = 5.0
 # A fast host spends what is left of the budget on the fine model, up to this many times its
 # config's epochs (a GPU would otherwise train for hundreds). Not on the coarse one: it only
 # places the crops, and the crop search forgives it (at 8 and 16 epochs alike, two-stage
