@@ -146,6 +146,21 @@ def step_rate(config, amp: bool) -> float:
                             repeats=3, iters=2).images_per_s
 
 
+def training_amp(config) -> bool:
+    """Whether ``config``'s training runs in bf16 / fp16 autocast on this host (on the device
+    the runs take: select_device(()) gives it without a second GPUS warning)."""
+    return resolve_amp(select_device(()), config.TRAIN.AMP, config.CPU_BF16)
+
+
+def probe_rates(configs: list) -> list[float]:
+    """Each config's training-step rate here, the faster of two interleaved rounds: a lone
+    probe once read a coarse epoch 1.5x too long (a transient right after rendering), and a
+    host's speed drifts by a third within minutes, so models are only compared when timed
+    together."""
+    rounds = [[step_rate(config, training_amp(config)) for config in configs] for _ in range(2)]
+    return [max(readings) for readings in zip(*rounds, strict=True)]
+
+
 def epoch_seconds(rate: float, train_images: int, val_images: int) -> float:
     """Seconds an epoch should take at a training step of ``rate`` images per second, scaled
     up for the loop and validation."""
@@ -180,16 +195,10 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
     wanted = [config.TRAIN.END_EPOCH for config in configs]
     if args.budget_minutes <= 0:
         return EpochPlan(wanted, wanted, [0.0] * len(wanted), math.inf)
-    amp = [resolve_amp(select_device(()), config.TRAIN.AMP, config.CPU_BF16)
-           for config in configs]
-    # the faster of two rounds: a lone probe once read a coarse epoch 1.5x too long (a
-    # transient right after rendering), and the fine run's re-plan scales by that reading
-    rounds = [[step_rate(config, use_amp) for config, use_amp in zip(configs, amp, strict=True)]
-              for _ in range(2)]
-    rates = [max(readings) for readings in zip(*rounds, strict=True)]
+    rates = probe_rates(configs)
     # the steps alone get slower in fp32; the loop's data and logging do not
     fp32_extra_s = (args.train / step_rate(configs[1], False) - args.train / rates[1]
-                    if amp[1] else 0.0)
+                    if training_amp(configs[1]) else 0.0)
     seconds = [epoch_seconds(rate, args.train, args.val) for rate in rates]
     plan = EpochPlan(wanted, wanted, seconds, args.budget_minutes * 60.0, args.max_epoch_factor,
                      max(fp32_extra_s, 0.0))
@@ -206,16 +215,18 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
     return plan
 
 
-def replan_fine_epochs(plan: EpochPlan, coarse_s: float, coarse_epoch_s: list[float],
-                       elapsed_s: float) -> int:
-    """The fine model's epochs once the coarse run is done: the coarse run's steady epoch
-    against its estimate corrects the fine model's estimate (same host, loop and data), the
-    fine run pays the same one-off cost (its own image cache), and it gets what is left of the
-    training time, up to its TRAIN.END_EPOCH times the plan's growth limit. The first plan
-    rounds each schedule down and guesses the loop's overhead; this spends the slack."""
+def replan_fine_epochs(plan: EpochPlan, args: argparse.Namespace, configs: list,
+                       coarse_s: float, coarse_epoch_s: list[float], elapsed_s: float) -> int:
+    """The fine model's epochs once the coarse run is done: the coarse run's steady epoch times
+    the fine / coarse ratio of both models' steps, timed again now (same host, loop and data;
+    the host's speed at planning time may have drifted since), the fine run pays the same
+    one-off cost (its own image cache), and it gets what is left of the training time, up to
+    its TRAIN.END_EPOCH times the plan's growth limit. The first plan rounds each schedule
+    down and guesses the loop's overhead; this spends the slack."""
     if not math.isfinite(plan.budget_s):
         return plan.epochs[1]
-    coarse_estimate_s, fine_estimate_s = plan.estimates_s
+    coarse_estimate_s, fine_estimate_s = (epoch_seconds(rate, args.train, args.val)
+                                          for rate in probe_rates(configs))
     steady_s, once_s = steady_epoch(coarse_s, coarse_epoch_s)
     calibration = steady_s / coarse_estimate_s
     fine_epoch_s = fine_estimate_s * calibration
@@ -223,9 +234,10 @@ def replan_fine_epochs(plan: EpochPlan, coarse_s: float, coarse_epoch_s: list[fl
     left_s = plan.training_end_s(fine_epoch_s) - elapsed_s - once_s
     epochs = fit_epochs(left_s, [wanted], [fine_epoch_s], plan.max_factor)[0]
     print(f"== the coarse model took {steady_s:.0f} s a steady epoch ({calibration:.2f}x the "
-          f"estimate) and {once_s:.0f} s once (model, data, first decode): the fine model "
-          f"gets {epochs} epochs (config: {wanted}; about {fine_epoch_s:.0f} s each after "
-          f"{once_s:.0f} s once, {left_s:.0f} s left for epochs)")
+          f"estimate of its step timed now) and {once_s:.0f} s once (model, data, first "
+          f"decode): the fine model gets {epochs} epochs (config: {wanted}; about "
+          f"{fine_epoch_s:.0f} s each after {once_s:.0f} s once, {left_s:.0f} s left for "
+          f"epochs)")
     return epochs
 
 
@@ -369,10 +381,9 @@ def plot_curves(tb_log_dir: str, out_file: Path) -> bool:
 
 def precision(config) -> str:
     """What TRAIN.AMP resolved to on this host (the choice lib.utils.runtime logs)."""
-    device = select_device(())  # the device the runs took, without a second GPUS warning
-    if not resolve_amp(device, config.TRAIN.AMP, config.CPU_BF16):
+    if not training_amp(config):
         return "fp32"
-    return "fp16 autocast" if device.type == "cuda" else "bf16 autocast"
+    return "fp16 autocast" if select_device(()).type == "cuda" else "bf16 autocast"
 
 
 def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
@@ -408,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     coarse_weights = str(Path(coarse_run["output_dir"]) / "model_best.pth")
     coarse_s = time.time() - start - rendered_s
 
-    fine_epochs = replan_fine_epochs(plan, time.time() - coarse_start,
+    fine_epochs = replan_fine_epochs(plan, args, configs, time.time() - coarse_start,
                                      coarse_run["epoch_seconds"], time.time() - start)
     fine_opts = common + ["TEST.SPEED_COARSE_CFG", args.coarse_cfg,
                           "TEST.SPEED_COARSE_MODEL_FILE", coarse_weights]
