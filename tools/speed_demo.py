@@ -169,14 +169,12 @@ def epoch_seconds(rate: float, train_images: int, val_images: int) -> float:
 
 @dataclass
 class EpochPlan:
-    """Both models' TRAIN.END_EPOCH, the epochs they get, the timed-step estimate of an epoch
-    of each, the demo's budget in seconds (inf: none), how far the fine model's epochs may
-    grow and the seconds an epoch of the fine model's steps would add in fp32 (0 when it
-    trains in fp32)."""
+    """Both models' TRAIN.END_EPOCH, the epochs they get, the demo's budget in seconds (inf:
+    none), how far the fine model's epochs may grow and the seconds an epoch of the fine
+    model's steps would add in fp32 (0 when it trains in fp32)."""
 
     wanted: list[int]
     epochs: list[int]
-    estimates_s: list[float]
     budget_s: float
     max_factor: float = 1.0
     fp32_extra_s: float = 0.0
@@ -194,13 +192,13 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
     in :func:`replan_fine_epochs`, where time is left)."""
     wanted = [config.TRAIN.END_EPOCH for config in configs]
     if args.budget_minutes <= 0:
-        return EpochPlan(wanted, wanted, [0.0] * len(wanted), math.inf)
+        return EpochPlan(wanted, wanted, math.inf)
     rates = probe_rates(configs)
     # the steps alone get slower in fp32; the loop's data and logging do not
     fp32_extra_s = (args.train / step_rate(configs[1], False) - args.train / rates[1]
                     if training_amp(configs[1]) else 0.0)
     seconds = [epoch_seconds(rate, args.train, args.val) for rate in rates]
-    plan = EpochPlan(wanted, wanted, seconds, args.budget_minutes * 60.0, args.max_epoch_factor,
+    plan = EpochPlan(wanted, wanted, args.budget_minutes * 60.0, args.max_epoch_factor,
                      max(fp32_extra_s, 0.0))
     training_end_s = plan.training_end_s(seconds[1])
     plan.epochs = fit_epochs(training_end_s - spent_s, wanted, seconds)
