@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -100,6 +102,22 @@ def speed_cfg(speed_root: Path) -> CfgNode:
     """The spacecraft setting of the tests (11 landmarks, 64 x 64 input, 16 x 16 heatmaps, no
     workers) with DATASET.ROOT at the shared set; build variants with make_cfg(speed_cfg, ...)."""
     return build_cfg(None, {**SPEED_CFG, "DATASET.ROOT": str(speed_root)})
+
+
+def load_script(script: str, monkeypatch: pytest.MonkeyPatch | None = None,
+                module_name: str | None = None) -> ModuleType:
+    """A tool or plotting script (``script``: its path in the repository, e.g.
+    'tools/speed_demo.py') as a module, its folder on sys.path as when it runs (for the test
+    alone with ``monkeypatch``)."""
+    path = REPO / script
+    if monkeypatch is not None:
+        monkeypatch.syspath_prepend(str(path.parent))
+    else:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(module_name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _run_tool(script: str | os.PathLike, *args: Any, check: bool = True,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import importlib.util
 import json
 import shutil
 import signal
@@ -21,7 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_HRNET
+from conftest import TINY_HRNET, load_script
 from datagen import make_mpii_fixture
 
 from lib.models import build_model
@@ -35,11 +34,7 @@ RUN = Path("coco", "pose_hrnet", "w32_256x192_adam_lr1e-3")
 
 def _cli_module():
     """tools/cli.py as a module (the tools import it as a sibling script)."""
-    sys.path.insert(0, str(REPO / "tools"))
-    spec = importlib.util.spec_from_file_location("hrnet_cli", REPO / "tools" / "cli.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/cli.py", module_name="hrnet_cli")
 
 
 # --------------------------------------------------------------------------- run_cli in-process

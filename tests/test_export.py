@@ -1,12 +1,12 @@
 """ONNX export: parity with PyTorch for HRNet and PoseResNet, the tool, missing extras."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from torch import nn
 
 from lib.models import build_model
@@ -71,11 +71,7 @@ def test_missing_package_names_it_and_the_install_command(monkeypatch):
 def test_tool_without_extras_says_how_to_install_and_exits_2(monkeypatch, capsys, tmp_path):
     for name in ("onnx", "onnxruntime", "onnxscript"):
         monkeypatch.setitem(sys.modules, name, None)
-    spec = importlib.util.spec_from_file_location("export_onnx_tool",
-                                                  REPO / "tools" / "export_onnx.py")
-    monkeypatch.syspath_prepend(str(REPO / "tools"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/export_onnx.py", monkeypatch, "export_onnx_tool")
     out = tmp_path / "model.onnx"
     cfg_file = REPO / RES50_FILE
     code = tool.main(["--cfg", str(cfg_file), "--out", str(out)])
@@ -142,11 +138,7 @@ def test_parity_catches_a_model_that_differs(make_cfg, tmp_path):
 def test_tool_exports_checks_and_loads_weights(make_cfg, tmp_path, capsys, monkeypatch):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    monkeypatch.syspath_prepend(str(REPO / "tools"))
-    spec = importlib.util.spec_from_file_location("export_onnx_tool",
-                                                  REPO / "tools" / "export_onnx.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/export_onnx.py", monkeypatch, "export_onnx_tool")
     cfg_file = REPO / RES50_FILE
     overrides = ["MODEL.EXTRA.NUM_LAYERS", "18", "MODEL.IMAGE_SIZE", "[64, 64]"]
     weights = tmp_path / "weights.pth"

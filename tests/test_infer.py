@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from datagen import make_coco_fixture
 from torch import nn
 
@@ -152,14 +153,7 @@ def test_infer_spacecraft_two_stage(tmp_path):
 
 def _infer_module():
     """tools/infer.py as a module (it imports its siblings as scripts)."""
-    import importlib.util
-
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    spec = importlib.util.spec_from_file_location("hrnet_infer", os.path.join(ROOT, "tools",
-                                                                              "infer.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/infer.py", module_name="hrnet_infer")
 
 
 def test_list_images_names_a_path_with_nothing_to_read(tmp_path, capsys):

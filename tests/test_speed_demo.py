@@ -5,24 +5,12 @@ and self-training."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO, load_script
 
 from lib.config import default_config, merge_from_file
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def speed_demo_module():
-    sys.path.insert(0, str(REPO / "tools"))
-    spec = importlib.util.spec_from_file_location("speed_demo", REPO / "tools" / "speed_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def demo_config(name: str):
@@ -31,8 +19,8 @@ def demo_config(name: str):
     return config
 
 
-def test_the_fine_model_starts_from_the_coarse_one_where_they_are_one_network():
-    demo = speed_demo_module()
+def test_the_fine_model_starts_from_the_coarse_one_where_they_are_one_network(monkeypatch):
+    demo = load_script("tools/speed_demo.py", monkeypatch)
     coarse, fine = demo_config("coarse"), demo_config("fine")
     assert demo.fine_start_weights(coarse, fine, "coarse.pth") == "coarse.pth"
     fine.MODEL.PRETRAINED = "imagenet.pth"  # the fine config's own choice wins

@@ -1,11 +1,11 @@
 """SPEED+'s lab test domains in the embedded generator (lightbox, sunlamp: renderer.py with
 domains.py), its tool's --domains and the domain sheet (visualization/plot_domains.py)."""
-import importlib.util
 import json
 
 import cv2
 import numpy as np
 import pytest
+from conftest import load_script
 
 from lib.spacecraft.domains import DOMAINS
 from lib.spacecraft.files import read_camera, read_labels, speed_camera, speedplus_camera
@@ -66,21 +66,10 @@ def test_synthetic_splits_keep_their_bytes_with_domains(domain_root, speed_root)
     assert with_domains == all_files(speed_root)
 
 
-def load_script(folder, name, monkeypatch):
-    """A tool or plotting script as a module, its folder on sys.path as when it runs."""
-    from conftest import REPO
-
-    monkeypatch.syspath_prepend(str(REPO / folder))
-    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tool_writes_the_same_bytes_and_one_domain_alone_too(domain_root, speed_set_args,
                                                             monkeypatch, capsys, tmp_path):
     args = speed_set_args
-    tool = load_script("tools", "make_speed_synthetic", monkeypatch)
+    tool = load_script("tools/make_speed_synthetic.py", monkeypatch)
     assert tool.main(["--out", str(tmp_path / "again"), "--train", str(args["num_train"]),
                       "--val", str(args["num_val"]), "--test", str(args["num_test"]),
                       "--seed", str(args["seed"]), "--width", str(args["width"]),
@@ -121,7 +110,7 @@ def test_bad_domain_requests_are_clear_errors(tmp_path, monkeypatch, capsys):
         write_speed_synthetic(tmp_path / "b", 1, 0, 0, seed=0, width=32, height=20,
                               domains=("sunlamp",), num_domain=-1)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    tool = load_script("tools", "make_speed_synthetic", monkeypatch)
+    tool = load_script("tools/make_speed_synthetic.py", monkeypatch)
     assert tool.main(["--out", str(tmp_path / "c"), "--train", "1", "--val", "0", "--test", "0",
                       "--seed", "0", "--domains", "sunlamp", "lab"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
@@ -193,7 +182,7 @@ def test_lightbox_pictures_agree_with_their_labels(camera):
 
 
 def test_plot_domains_sheet_has_a_row_per_domain(domain_root, tmp_path, monkeypatch, capsys):
-    tool = load_script("visualization", "plot_domains", monkeypatch)
+    tool = load_script("visualization/plot_domains.py", monkeypatch)
     out = tmp_path / "sheet.png"
     assert tool.main(["--root", str(domain_root), "--out", str(out), "--count", "2",
                       "--cell-width", "80", "--landmarks"]) == 0

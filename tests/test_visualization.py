@@ -1,12 +1,12 @@
 """Plotting tools: what they draw lands on the right pixels of the right images."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import load_script
 from scipy.io import savemat
 
 from lib.spacecraft.drawing import SPACECRAFT_WIREFRAME
@@ -34,14 +34,6 @@ COCO_KEYPOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "lef
 PERSON = np.array([[50, 15], [55, 10], [45, 10], [62, 13], [38, 13], [70, 40], [30, 40],
                    [78, 65], [22, 65], [82, 88], [18, 88], [62, 90], [38, 90], [64, 118],
                    [36, 118], [65, 145], [35, 145]], dtype=np.float64)
-
-
-def load_tool(name: str, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "visualization"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "visualization" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def gray_jpeg(path: Path, width: int, height: int, level: int = 128) -> np.ndarray:
@@ -141,7 +133,7 @@ def test_plot_mpii_draws_everyone_of_an_image_at_0_based_pixels(run_tool, tmp_pa
     (tmp_path / "valid.json").write_text(json.dumps(entries))
     savemat(tmp_path / "pred.mat", {"preds": people + 1.0})  # as the MPII evaluation writes it
 
-    tool = load_tool("plot_mpii", monkeypatch)
+    tool = load_script("visualization/plot_mpii.py", monkeypatch)
     np.testing.assert_allclose(tool.load_predictions(str(tmp_path / "pred.mat")), people)
 
     out = tmp_path / "vis"
@@ -215,7 +207,7 @@ def test_plot_speed_shows_the_truth_in_green_where_the_prediction_is_off(run_too
 
 
 def test_plot_speed_error_text_and_missing_images(run_tool, speed_root, tmp_path, monkeypatch):
-    tool = load_tool("plot_speed", monkeypatch)
+    tool = load_script("visualization/plot_speed.py", monkeypatch)
     lines = tool.error_lines(np.radians(10.0), 0.5, 0.05)
     assert lines[2:] == ["rot err 10.00 deg", "trans err 0.500 m (5.00 %)", "score 0.2245"]
 
