@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from cli import load_config, run_cli
-from lib.config import default_config, merge_from_list
+from cli import config_from_file, run_cli
+from lib.config import merge_from_list
 from lib.core.benchmark import (
     Mode,
     images_per_second_of_loader,
@@ -66,17 +66,6 @@ def parse_args() -> argparse.Namespace:
     if args.opts[:1] == ["--"]:
         args.opts = args.opts[1:]
     return args
-
-
-def load_configs(args: argparse.Namespace) -> list:
-    """Every experiment file with the overrides, checked as tools/train.py checks them: a
-    missing file or a bad override is one line before a minute of rendering."""
-    configs = []
-    for cfg_file in args.cfg:
-        cfg = default_config()
-        load_config(cfg, argparse.Namespace(cfg=cfg_file, opts=args.opts))
-        configs.append(cfg)
-    return configs
 
 
 def bench_config(cfg, cfg_file: str, root: Path, args: argparse.Namespace) -> list[str]:
@@ -133,7 +122,8 @@ def bench_config(cfg, cfg_file: str, root: Path, args: argparse.Namespace) -> li
 
 def main() -> None:
     args = parse_args()
-    configs = load_configs(args)
+    # checked before a minute of rendering: a bad file or override is one line
+    configs = [config_from_file(cfg_file, args.opts) for cfg_file in args.cfg]
     logging.basicConfig(level=logging.WARNING)
     speedup = cpu_bf16_speedup()
     print(f"processor: {processor_summary()}; torch {torch.__version__}, "

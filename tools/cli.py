@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from lib.config import ConfigKeyError, ConfigValueError, update_config
+from lib.config import ConfigKeyError, ConfigValueError, default_config, update_config
 from lib.config import cfg as shared_cfg
 from lib.core.function import NonFiniteLossError
 from lib.dataset import UnknownDatasetError
@@ -89,6 +89,15 @@ def load_config(cfg: Any, args: argparse.Namespace) -> None:
     except (ValueError, AssertionError, TypeError) as error:
         # yacs: "Type mismatch (...) for config key: TRAIN.LR_STEP"; ours: odd KEY VALUE list
         raise ConfigInputError(f"config {path} + command line: {error}") from error
+
+
+def config_from_file(cfg_file: str, opts: list[str]) -> Any:
+    """An experiment file with its overrides over a fresh copy of the defaults (the shared
+    config stays untouched), for the tools that load several; unreadable input is
+    :func:`load_config`'s one-line error."""
+    config = default_config()
+    load_config(config, argparse.Namespace(cfg=cfg_file, opts=opts))
+    return config
 
 
 def _debugging() -> bool:

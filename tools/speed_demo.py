@@ -35,9 +35,8 @@ from pathlib import Path
 
 import torch
 
-from cli import load_config as load_cli_config
-from cli import run_cli
-from lib.config import ConfigValueError, default_config
+from cli import config_from_file, run_cli
+from lib.config import ConfigValueError
 from lib.core.benchmark import (
     Mode,
     fit_epochs,
@@ -253,14 +252,6 @@ def fine_start_weights(coarse, fine, coarse_weights: str) -> str:
     return coarse_weights if same else ""
 
 
-def load_config(cfg_file: str, opts: list[str]):
-    """The experiment file over a copy of the defaults (the shared defaults stay untouched);
-    an unreadable file or override is tools/cli.py's one-line error."""
-    config = default_config()
-    load_cli_config(config, argparse.Namespace(cfg=cfg_file, opts=opts))
-    return config
-
-
 def score(labels: list[str], submission: str) -> dict:
     """tools/speed_score.py on a submission (``labels``: its --gt values), in a subprocess, as a
     user would run it."""
@@ -305,8 +296,9 @@ def test_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
               + (f", both models adapted for {adapt_steps} steps" if adapt_steps else "")
               + (f", fine model {models[domain]}" if models else ""))
         own = ["TEST.MODEL_FILE", models[domain]] if models else []
-        run = run_test(load_config(args.fine_cfg, opts + own
-                                   + ["DATASET.TEST_SET", f"{domain}/test"]), args.fine_cfg)
+        run = run_test(config_from_file(args.fine_cfg, opts + own
+                                        + ["DATASET.TEST_SET", f"{domain}/test"]),
+                       args.fine_cfg)
         run_dir = run["output_dir"]
     submission = spec2021_path(run_dir)
     labels = [f"{domain}={Path(args.data) / domain / 'labels.json'}" for domain in args.domains]
@@ -326,7 +318,7 @@ def self_train_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: 
               f"({args.self_train_rounds} round(s))")
         # one round predicts with the demo model, whose crops are known; later rounds' models
         # search their own
-        config = load_config(args.fine_cfg, fine_opts + [
+        config = config_from_file(args.fine_cfg, fine_opts + [
             "OUTPUT_DIR", out_dir, "DATASET.TEST_SET", f"{domain}/test",
             "SELF_TRAINING.ROUNDS", str(args.self_train_rounds),
             "TEST.SPEED_BBOX", "file" if args.self_train_rounds == 1 else "model",
@@ -403,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     common = ["DATASET.ROOT", str(data), "OUTPUT_DIR", args.out, "LOG_DIR", args.log,
               *args.opts]
     # a bad experiment file or override ends the demo here, not after minutes of rendering
-    configs = [load_config(args.coarse_cfg, common), load_config(args.fine_cfg, common)]
+    configs = [config_from_file(args.coarse_cfg, common), config_from_file(args.fine_cfg, common)]
     start = time.time()
     data_state = ensure_data(args)
     rendered_s = time.time() - start
@@ -411,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_epochs(args, configs, rendered_s)
 
     print("== training the coarse model (whole image)")
-    coarse = load_config(args.coarse_cfg, common + ["TRAIN.END_EPOCH", str(plan.epochs[0])])
+    coarse = config_from_file(args.coarse_cfg, common + ["TRAIN.END_EPOCH", str(plan.epochs[0])])
     coarse_start = time.time()
     coarse_run = run_training(coarse, args.coarse_cfg)
     coarse_weights = str(Path(coarse_run["output_dir"]) / "model_best.pth")
@@ -424,22 +416,22 @@ def main(argv: list[str] | None = None) -> int:
     start_weights = fine_start_weights(coarse, configs[1], coarse_weights)
     print("== training the fine model (crop around the spacecraft)"
           + (", from the coarse model's weights" if start_weights == coarse_weights else ""))
-    fine = load_config(args.fine_cfg, fine_opts + ["TRAIN.END_EPOCH", str(fine_epochs),
-                                                   "MODEL.PRETRAINED", start_weights])
+    fine = config_from_file(args.fine_cfg, fine_opts + ["TRAIN.END_EPOCH", str(fine_epochs),
+                                                        "MODEL.PRETRAINED", start_weights])
     fine_run = run_training(fine, args.fine_cfg)
     fine_dir = fine_run["output_dir"]
     fine_opts += ["TEST.MODEL_FILE", str(Path(fine_dir) / "model_best.pth")]
-    fine = load_config(args.fine_cfg, fine_opts)
+    fine = config_from_file(args.fine_cfg, fine_opts)
     fine_s = time.time() - start - rendered_s - coarse_s
 
     print("== validation split, crops from the coarse model (two-stage)")
-    run_test(load_config(args.fine_cfg, fine_opts + ["TEST.SPEED_BBOX", "model"]),
+    run_test(config_from_file(args.fine_cfg, fine_opts + ["TEST.SPEED_BBOX", "model"]),
              args.fine_cfg)
     print("== validation split, ORACLE crops (true boxes), for comparison only")
-    run_test(load_config(args.fine_cfg, fine_opts + ["TEST.SPEED_BBOX", "gt"]), args.fine_cfg)
+    run_test(config_from_file(args.fine_cfg, fine_opts + ["TEST.SPEED_BBOX", "gt"]), args.fine_cfg)
     print("== test split (unlabelled), crops from the coarse model")
-    run_test(load_config(args.fine_cfg, fine_opts + ["DATASET.TEST_SET", "test/test",
-                                                     "TEST.SPEED_BBOX", "model"]),
+    run_test(config_from_file(args.fine_cfg, fine_opts + ["DATASET.TEST_SET", "test/test",
+                                                          "TEST.SPEED_BBOX", "model"]),
              args.fine_cfg)
     val_boxes = box_file_path(fine_dir, fine.DATASET.TEST_SET)
     test_boxes = box_file_path(fine_dir, "test/test")
