@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from test_speed_two_stage import BODY, CAMERA, true_landmarks
 
 import lib.core.self_training as self_training
 from lib.config import ConfigValueError
+from lib.dataset.mixing import epoch_counts
 from lib.spacecraft.files import load_camera, read_labels, read_landmarks
 from lib.spacecraft.geometry import project_points
 from lib.spacecraft.pose_solver import (
@@ -87,35 +89,93 @@ def test_self_training_labels_the_consistent_images_and_fine_tunes_on_them(
         np.testing.assert_allclose(np.abs(label.q @ true.q), 1.0, atol=1e-8)
         np.testing.assert_allclose(label.r, true.r, atol=1e-6)
     assert result["kept"] == [len(labels) - 1]
-    assert result["rounds"][0].image_set == "test/pseudo"
+    assert result["rounds"][0][0].image_set == "test/pseudo"
     tuned = torch.load(result["model_file"], weights_only=True)
     assert result["model_file"].startswith(str(tmp_path / "out" / "self_training" / "test"))
     assert any(not torch.equal(start[key], tuned[key]) for key in start)
+
+
+def test_several_domains_train_one_model_round_after_round(speed_root, tmp_path, monkeypatch,
+                                                           caplog):
+    root = tmp_path / "set"
+    shutil.copytree(speed_root, root)
+    shutil.copytree(root / "test", root / "lamp")  # a second domain, the same images
+    labels = read_labels(root / "test" / "labels.json")
+    camera = load_camera(root)
+    body = read_landmarks(root / "keypoints.json")
+    truth = np.stack([project_points(body, label.q, label.r, camera.matrix, camera.dist_coeffs)
+                      for label in labels])
+    given = np.concatenate([truth, np.ones((len(labels), 11, 1))], axis=2)
+    given[0, :, :2] = np.random.default_rng(1).uniform(0, 200, (11, 2))
+    KnownLandmarks.landmarks = given
+    monkeypatch.setattr(self_training, "Predictor", KnownLandmarks)
+    monkeypatch.setattr(self_training, "test_split", lambda cfg, out, model: _test_images(
+        cfg, root))
+    cfg_file, cfg, _ = tiny_test_run(root, tmp_path, 5, {
+        "DATASET.ROOT": str(root), "DATASET.TEST_SET": "test/test+lamp/test",
+        "TEST.SPEED_BBOX": "gt", "SELF_TRAINING.EPOCHS": 1, "SELF_TRAINING.ROUNDS": 2,
+        "TRAIN.BATCH_SIZE_PER_GPU": 2, "TEST.PNP_RANSAC_REPROJ_ERR": 3.0})
+    with caplog.at_level(logging.INFO):
+        result = self_training.self_train(cfg, cfg_file)
+    # each round: both domains' 2 kept images, the 6 synthetic ones for half the samples
+    assert caplog.text.count("an epoch draws 2 + 2 + 4 images of test/pseudo+lamp/pseudo+"
+                             "train") == 2
+    assert result["kept"] == [4, 4]
+    assert [[labels.image_set for labels in round] for round in result["rounds"]] == [
+        ["test/pseudo", "lamp/pseudo"]] * 2
+    for domain in ("test", "lamp"):
+        kept = [label.filename for label in read_labels(root / domain / "pseudo.json")]
+        assert kept == [label.filename for label in labels[1:]]
+    second = tmp_path / "out" / "self_training" / "test+lamp" / "round2"
+    assert result["model_file"].startswith(str(second))
+    # the second round started from the first round's weights
+    first = tmp_path / "out" / "self_training" / "test+lamp" / "round1"
+    assert re.search(rf"pretrained tensors from {re.escape(str(first))}\S*final_state.pth",
+                     caplog.text)
+
+    cfg.defrost()
+    cfg.TEST.SPEED_BBOX = "file"
+    with pytest.raises(ConfigValueError, match="TEST.SPEED_BBOX: 'file' holds the crops of one"):
+        self_training.self_train(cfg, cfg_file)
 
 
 def test_a_round_trains_on_the_pseudo_labels_beside_its_source_share():
     from lib.config import default_config
 
     cfg = default_config()
-    labels = self_training.PseudoLabels("lightbox/pseudo", "unused.json", 60, 100)
+    labels = [self_training.PseudoLabels("lightbox/pseudo", "unused.json", 60, 100)]
     assert self_training.fine_tune_sets(cfg, labels) == ("lightbox/pseudo+train", [0.5, 0.5])
     cfg.SELF_TRAINING.SOURCE_SHARE = 0.0
     assert self_training.fine_tune_sets(cfg, labels) == ("lightbox/pseudo", [])
     cfg.SELF_TRAINING.SOURCE_SHARE = 0.4
-    cfg.DATASET.TRAIN_SET, cfg.DATASET.TRAIN_SET_SHARES = "train+sunlamp/pseudo", [3.0, 1.0]
+    cfg.DATASET.TRAIN_SET, cfg.DATASET.TRAIN_SET_SHARES = "train+other", [3.0, 1.0]
     sets, shares = self_training.fine_tune_sets(cfg, labels)
-    assert sets == "lightbox/pseudo+train+sunlamp/pseudo"
+    assert sets == "lightbox/pseudo+train+other"
     np.testing.assert_allclose(shares, [0.6, 0.3, 0.1])
+    # several domains: each pseudo-labelled set in proportion to its size (each seen about once
+    # an epoch), a set that kept nothing left out
+    labels += [self_training.PseudoLabels("sunlamp/pseudo", "unused.json", 20, 100),
+               self_training.PseudoLabels("dark/pseudo", "unused.json", 0, 100)]
+    cfg.DATASET.TRAIN_SET, cfg.DATASET.TRAIN_SET_SHARES = "train", []
+    sets, shares = self_training.fine_tune_sets(cfg, labels)
+    assert sets == "lightbox/pseudo+sunlamp/pseudo+train"
+    np.testing.assert_allclose(shares, [0.45, 0.15, 0.4])
+    assert epoch_counts([60, 20, 4000], shares) == [60, 20, 53]
+    cfg.SELF_TRAINING.SOURCE_SHARE = 0.0
+    sets, shares = self_training.fine_tune_sets(cfg, labels)
+    assert sets == "lightbox/pseudo+sunlamp/pseudo"
+    np.testing.assert_allclose(shares, [0.75, 0.25])
 
 
 def _test_images(cfg, root):
-    """The test split read as a labelled set (its withheld labels) with oracle boxes."""
+    """The domain's test split read as a labelled set (its withheld labels) with oracle
+    boxes."""
     from lib.dataset.speed import SpeedDataset
     from lib.utils.transforms import input_transform
 
-    labelled = root / "test" / "withheld.json"
-    shutil.copy(root / "test" / "labels.json", labelled)
-    return SpeedDataset(cfg, str(root), "test/withheld", False, input_transform())
+    domain = cfg.DATASET.TEST_SET.split("/")[0]
+    shutil.copy(root / domain / "labels.json", root / domain / "withheld.json")
+    return SpeedDataset(cfg, str(root), f"{domain}/withheld", False, input_transform())
 
 
 def test_no_consistent_image_keeps_the_model_and_writes_nothing(

@@ -56,7 +56,6 @@ from lib.utils.runtime import processor_summary, resolve_amp, select_device
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("lightbox", "sunlamp")
 ADAPT_STEPS = 20
-SELF_TRAIN_ROUNDS = 1
 # The epoch estimate from a timed training step: data, augmentation, logging and the memory
 # traffic of 4000 cached images add half to the step (real epochs of the demo models on a
 # 2-core AVX2 EPYC: 1.3-1.6x the timed step); validation costs about a step per image.
@@ -97,8 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="images to render per test domain")
     parser.add_argument("--adapt-steps", type=int, default=ADAPT_STEPS,
                         help="test-time adaptation steps per domain (0: no adaptation rows)")
-    parser.add_argument("--self-train-rounds", type=int, default=SELF_TRAIN_ROUNDS,
-                        help="rounds of pseudo-label self-training per domain (0: no such row)")
+    parser.add_argument("--self-train-rounds", type=int, default=None,
+                        help="rounds of pseudo-label self-training of one model on all domains "
+                             "(default: the fine config's SELF_TRAINING.ROUNDS; 0: no such row)")
     parser.add_argument("--budget-minutes", type=float, default=20.0,
                         help="the whole demo's time: both models' TRAIN.END_EPOCH shrink alike "
                              "where they would not fit this host, the fine model's grows where "
@@ -307,25 +307,19 @@ def test_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
 
 
 def self_train_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
-                       crops_dir: str) -> tuple[dict[str, str], dict[str, int]]:
-    """--self-train-rounds of pseudo-label self-training of the fine model on each domain's
-    unlabelled images (lib.core.self_training), predicted in the crops the same model found
-    in the run at ``crops_dir`` (its box files); ({domain: weights}, {domain: images kept in
-    the last round})."""
-    weights, kept = {}, {}
-    for domain in args.domains:
-        print(f"== {domain} domain: pseudo-label self-training of the fine model "
-              f"({args.self_train_rounds} round(s))")
-        # one round predicts with the demo model, whose crops are known; later rounds' models
-        # search their own
-        config = config_from_file(args.fine_cfg, fine_opts + [
-            "OUTPUT_DIR", out_dir, "DATASET.TEST_SET", f"{domain}/test",
-            "SELF_TRAINING.ROUNDS", str(args.self_train_rounds),
-            "TEST.SPEED_BBOX", "file" if args.self_train_rounds == 1 else "model",
-            "TEST.SPEED_BBOX_FILE", box_file_path(crops_dir, f"{domain}/test")])
-        result = self_train(config, args.fine_cfg)
-        weights[domain], kept[domain] = result["model_file"], result["kept"][-1]
-    return weights, kept
+                       rounds: int) -> tuple[str, dict[str, int]]:
+    """``rounds`` of pseudo-label self-training of one fine model on the unlabelled images of
+    every domain at once (lib.core.self_training; each round searches its own crops);
+    (the weights, {domain: images kept in the last round})."""
+    print(f"== {', '.join(args.domains)}: pseudo-label self-training of the fine model "
+          f"({rounds} round(s))")
+    config = config_from_file(args.fine_cfg, fine_opts + [
+        "OUTPUT_DIR", out_dir, "SELF_TRAINING.ROUNDS", str(rounds), "TEST.SPEED_BBOX", "model",
+        "DATASET.TEST_SET", "+".join(f"{domain}/test" for domain in args.domains)])
+    result = self_train(config, args.fine_cfg)
+    last = result["rounds"][-1]
+    return result["model_file"], {domain: labels.kept
+                                  for domain, labels in zip(args.domains, last, strict=True)}
 
 
 def gap_table(validation: dict, plain: dict[str, dict],
@@ -450,17 +444,20 @@ def main(argv: list[str] | None = None) -> int:
     domains_start = time.time()
     spec2021, plain, adapted, adapted_dir, self_trained = "", {}, None, "", None
     if args.domains:
-        spec2021, plain, plain_dir = test_domains(args, fine_opts, args.out)
+        spec2021, plain, _ = test_domains(args, fine_opts, args.out)
         if args.adapt_steps > 0:
             adapted_out = str(Path(args.out) / "adapted")
             adapted_spec2021, scores, adapted_dir = test_domains(args, fine_opts, adapted_out,
                                                                  args.adapt_steps)
             adapted = (f"+ test-time adaptation ({args.adapt_steps} steps)", scores)
-        if args.self_train_rounds > 0:
+        rounds = (fine.SELF_TRAINING.ROUNDS if args.self_train_rounds is None
+                  else args.self_train_rounds)
+        if rounds > 0:
             self_out = str(Path(args.out) / "self_trained")
-            weights, kept = self_train_domains(args, fine_opts, self_out, plain_dir)
-            self_spec2021, scores, _ = test_domains(args, fine_opts, self_out, models=weights)
-            self_trained = (f"+ pseudo-label self-training ({args.self_train_rounds} round(s); "
+            weights, kept = self_train_domains(args, fine_opts, self_out, rounds)
+            self_spec2021, scores, _ = test_domains(args, fine_opts, self_out,
+                                                    models=dict.fromkeys(args.domains, weights))
+            self_trained = (f"+ pseudo-label self-training (one model, {rounds} round(s); "
                             + ", ".join(f"{kept[d]} {d}" for d in args.domains)
                             + " images kept)", scores)
     domains_s = time.time() - domains_start
@@ -501,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  adapted fine models    {adapted_dir}/model_adapted_*.pth")
     if self_trained:
         print(f"  self-trained (SPEC2021) {self_spec2021}")
-        print("  self-trained models    " + ", ".join(weights.values()))
+        print(f"  self-trained model     {weights}")
         print("  pseudo-labels          " + ", ".join(
             str(data / domain / f"{PSEUDO_SET}.json") for domain in args.domains
             if kept[domain]))
