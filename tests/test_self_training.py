@@ -15,7 +15,7 @@ from test_speed_two_stage import BODY, CAMERA, true_landmarks
 import lib.core.self_training as self_training
 from lib.config import ConfigValueError
 from lib.dataset.mixing import epoch_counts
-from lib.spacecraft.files import load_camera, read_labels, read_landmarks
+from lib.spacecraft.files import load_camera, read_labels, read_landmarks, write_box_file
 from lib.spacecraft.geometry import project_points
 from lib.spacecraft.pose_solver import (
     PoseBatch,
@@ -115,8 +115,24 @@ def test_several_domains_train_one_model_round_after_round(speed_root, tmp_path,
         "DATASET.ROOT": str(root), "DATASET.TEST_SET": "test/test+lamp/test",
         "TEST.SPEED_BBOX": "gt", "SELF_TRAINING.EPOCHS": 1, "SELF_TRAINING.ROUNDS": 2,
         "TRAIN.BATCH_SIZE_PER_GPU": 2, "TEST.PNP_RANSAC_REPROJ_ERR": 3.0})
+    boxes = [str(tmp_path / f"{domain}_boxes.json") for domain in ("test", "lamp")]
+    for path in boxes:
+        write_box_file(path, [label.filename for label in labels],
+                       np.tile([10.0, 10.0, 100.0, 80.0], (len(labels), 1)), np.ones(len(labels)))
+    crops = []  # (set, TEST.SPEED_BBOX, its file) of every prediction
+    label_images = self_training.write_pseudo_labels
+
+    def recorded(config, weights_file, output_dir):
+        crops.append((config.DATASET.TEST_SET, config.TEST.SPEED_BBOX,
+                      config.TEST.SPEED_BBOX_FILE))
+        return label_images(config, weights_file, output_dir)
+
+    monkeypatch.setattr(self_training, "write_pseudo_labels", recorded)
     with caplog.at_level(logging.INFO):
-        result = self_training.self_train(cfg, cfg_file)
+        result = self_training.self_train(cfg, cfg_file, boxes)
+    # the first round reads the crops it was given, the second finds its own
+    assert crops == [("test/test", "file", boxes[0]), ("lamp/test", "file", boxes[1]),
+                     ("test/test", "gt", ""), ("lamp/test", "gt", "")]
     # each round: both domains' 2 kept images, the 6 synthetic ones for half the samples
     assert caplog.text.count("an epoch draws 2 + 2 + 4 images of test/pseudo+lamp/pseudo+"
                              "train") == 2

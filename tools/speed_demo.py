@@ -66,8 +66,10 @@ VALIDATION_COST = 1.0
 # is reserved in fine epochs of this host as they would run in fp32: 91 s against 16 s bf16
 # epochs (~20.5 s in fp32: 4.4) on a 2-core AMX Xeon; 330 s against 54 s fp32 epochs (6.1) on
 # a 2-core AVX2 EPYC before the crop search decoded each image once and PnP ran on both cores,
-# which took a quarter off the AMX Xeon's 123 s (~4.5 there now, unmeasured).
-AFTER_TRAINING_FP32_FINE_EPOCHS = 5.0
+# which took a quarter off the AMX Xeon's 123 s. Three rounds of self-training on both domains
+# (f33a548) took it from ~80 s to 121 s against ~20 s fp32 epochs on the AMX Xeon (6.0; the
+# first round now reads the crops the domains' test found: ~10 s less).
+AFTER_TRAINING_FP32_FINE_EPOCHS = 6.0
 # A fast host spends what is left of the budget on the fine model, up to this many times its
 # config's epochs (a GPU would otherwise train for hundreds). Not on the coarse one: it only
 # places the crops, and the crop search forgives it (at 8 and 16 epochs alike, two-stage
@@ -307,16 +309,18 @@ def test_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
 
 
 def self_train_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
-                       rounds: int) -> tuple[str, dict[str, int]]:
+                       rounds: int, crops_dir: str) -> tuple[str, dict[str, int]]:
     """``rounds`` of pseudo-label self-training of one fine model on the unlabelled images of
-    every domain at once (lib.core.self_training; each round searches its own crops);
+    every domain at once (lib.core.self_training): the first round in the crops the same model
+    found in the run at ``crops_dir`` (its box files), later rounds in their own;
     (the weights, {domain: images kept in the last round})."""
     print(f"== {', '.join(args.domains)}: pseudo-label self-training of the fine model "
           f"({rounds} round(s))")
     config = config_from_file(args.fine_cfg, fine_opts + [
         "OUTPUT_DIR", out_dir, "SELF_TRAINING.ROUNDS", str(rounds), "TEST.SPEED_BBOX", "model",
         "DATASET.TEST_SET", "+".join(f"{domain}/test" for domain in args.domains)])
-    result = self_train(config, args.fine_cfg)
+    result = self_train(config, args.fine_cfg, [box_file_path(crops_dir, f"{domain}/test")
+                                                 for domain in args.domains])
     last = result["rounds"][-1]
     return result["model_file"], {domain: labels.kept
                                   for domain, labels in zip(args.domains, last, strict=True)}
@@ -444,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     domains_start = time.time()
     spec2021, plain, adapted, adapted_dir, self_trained = "", {}, None, "", None
     if args.domains:
-        spec2021, plain, _ = test_domains(args, fine_opts, args.out)
+        spec2021, plain, plain_dir = test_domains(args, fine_opts, args.out)
         if args.adapt_steps > 0:
             adapted_out = str(Path(args.out) / "adapted")
             adapted_spec2021, scores, adapted_dir = test_domains(args, fine_opts, adapted_out,
@@ -454,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                   else args.self_train_rounds)
         if rounds > 0:
             self_out = str(Path(args.out) / "self_trained")
-            weights, kept = self_train_domains(args, fine_opts, self_out, rounds)
+            weights, kept = self_train_domains(args, fine_opts, self_out, rounds, plain_dir)
             self_spec2021, scores, _ = test_domains(args, fine_opts, self_out,
                                                     models=dict.fromkeys(args.domains, weights))
             self_trained = (f"+ pseudo-label self-training (one model, {rounds} round(s); "

@@ -147,24 +147,34 @@ def target_configs(cfg: CfgNode) -> list[CfgNode]:
     return configs
 
 
-def self_train(cfg: CfgNode, cfg_file: str) -> dict[str, Any]:
+def self_train(cfg: CfgNode, cfg_file: str,
+               first_round_boxes: Sequence[str] = ()) -> dict[str, Any]:
     """SELF_TRAINING.ROUNDS rounds from TEST.MODEL_FILE on every set of DATASET.TEST_SET; returns
     the final weights ('model_file': the input's where no image was ever kept), each round's
     labels ('rounds': one list per round, a PseudoLabels per set) and the images kept in each
-    round ('kept', summed over the sets). Round k lives in
+    round ('kept', summed over the sets). ``first_round_boxes``: one box file per set, the
+    crops TEST.MODEL_FILE found there already (a test run's), which the first round then reads
+    instead of searching them again; later rounds' models search their own. Round k lives in
     OUTPUT_DIR/self_training/<domains>/round<k>."""
     weights = cfg.TEST.MODEL_FILE
     if not weights:
         raise ConfigValueError("TEST.MODEL_FILE: self-training starts from the trained model's "
                                "weights, none given")
     targets = target_configs(cfg)
+    if first_round_boxes and len(first_round_boxes) != len(targets):
+        raise ValueError(f"{len(first_round_boxes)} box files for the {len(targets)} image sets "
+                         f"of '{cfg.DATASET.TEST_SET}'")
+    first_targets = [_with_box_file(target, box_file)
+                     for target, box_file in zip(targets, first_round_boxes, strict=False)]
     domains = "+".join(image_set_tag(pseudo_image_set(target.DATASET.TEST_SET).rsplit("/", 1)[0])
                        for target in targets)
     rounds = []
     for round_index in range(1, cfg.SELF_TRAINING.ROUNDS + 1):
         round_dir = os.path.join(cfg.OUTPUT_DIR, "self_training", domains, f"round{round_index}")
         os.makedirs(round_dir, exist_ok=True)
-        labels = [write_pseudo_labels(target, weights, round_dir) for target in targets]
+        labels = [write_pseudo_labels(target, weights, round_dir)
+                  for target in (first_targets if round_index == 1 and first_targets
+                                 else targets)]
         rounds.append(labels)
         if not any(label.kept for label in labels):
             logger.warning("=> self-training round %d: no image of '%s' agrees with its pose; "
@@ -174,3 +184,12 @@ def self_train(cfg: CfgNode, cfg_file: str) -> dict[str, Any]:
         weights = run["final_state"]
     return {"model_file": weights, "rounds": rounds,
             "kept": [sum(label.kept for label in labels) for labels in rounds]}
+
+
+def _with_box_file(cfg: CfgNode, box_file: str) -> CfgNode:
+    config = cfg.clone()
+    config.defrost()
+    config.TEST.SPEED_BBOX = "file"
+    config.TEST.SPEED_BBOX_FILE = box_file
+    config.freeze()
+    return config
