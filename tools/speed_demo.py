@@ -285,20 +285,21 @@ def draw_overlays(data: Path, domain: str, labels: str, submission: str, count: 
 
 
 def test_domains(args: argparse.Namespace, fine_opts: list[str], out_dir: str,
-                 adapt_steps: int = 0, models: dict[str, str] | None = None
+                 adapt_steps: int = 0, fine_weights: str = ""
                  ) -> tuple[str, dict[str, dict], str]:
     """Two-stage inference on each lab-like test domain (after ``adapt_steps`` of test-time
-    adaptation of both models to it; with ``models``, that domain's own fine weights) into one
+    adaptation of both models to it; with ``fine_weights``, those of the fine model) into one
     SPEC2021 submission, scored per domain; (submission, {domain: scores}, the run folder)."""
     opts = fine_opts + ["OUTPUT_DIR", out_dir, "TEST.SPEED_BBOX", "model",
                         "TEST.ADAPT_STEPS", str(adapt_steps)]
+    if fine_weights:
+        opts += ["TEST.MODEL_FILE", fine_weights]
     run_dir = ""
     for domain in args.domains:
         print(f"== {domain} domain (unlabelled), crops from the coarse model"
               + (f", both models adapted for {adapt_steps} steps" if adapt_steps else "")
-              + (f", fine model {models[domain]}" if models else ""))
-        own = ["TEST.MODEL_FILE", models[domain]] if models else []
-        run = run_test(config_from_file(args.fine_cfg, opts + own
+              + (f", fine model {fine_weights}" if fine_weights else ""))
+        run = run_test(config_from_file(args.fine_cfg, opts
                                         + ["DATASET.TEST_SET", f"{domain}/test"]),
                        args.fine_cfg)
         run_dir = run["output_dir"]
@@ -460,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             self_out = str(Path(args.out) / "self_trained")
             weights, kept = self_train_domains(args, fine_opts, self_out, rounds, plain_dir)
             self_spec2021, scores, _ = test_domains(args, fine_opts, self_out,
-                                                    models=dict.fromkeys(args.domains, weights))
+                                                    fine_weights=weights)
             self_trained = (f"+ pseudo-label self-training (one model, {rounds} round(s); "
                             + ", ".join(f"{kept[d]} {d}" for d in args.domains)
                             + " images kept)", scores)
