@@ -139,6 +139,18 @@ def test_debug_flag_is_taken_out_of_the_overrides():
     assert args.debug and args.opts == ["TRAIN.LR", "0.1"]
     args = cli.parse_args("t", ["--cfg", "a.yaml", "TRAIN.LR", "0.1"])
     assert not args.debug and args.opts == ["TRAIN.LR", "0.1"]
+    # a '--' where the options end is no override, in every tool
+    args = cli.parse_args("t", ["--cfg", "a.yaml", "--", "TRAIN.LR", "0.1"])
+    assert args.opts == ["TRAIN.LR", "0.1"]
+    assert cli.overrides(["--", "--", "A"]) == ["--", "A"] and cli.overrides([]) == []
+
+
+def test_the_demo_reads_its_overrides_after_an_optional_double_dash(monkeypatch):
+    demo = load_script("tools/speed_demo.py", monkeypatch)
+    for argv in (["--budget-minutes", "8", "--", "TRAIN.LR", "0.1"],
+                 ["--budget-minutes", "8", "TRAIN.LR", "0.1"]):
+        args = demo.parse_args(argv)
+        assert args.budget_minutes == 8 and args.opts == ["TRAIN.LR", "0.1"]
 
 
 # ------------------------------------------------------------------ the tools, as a user runs them

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from cli import config_from_file, run_cli
+from cli import config_from_file, overrides, run_cli
 from lib.config import merge_from_list
 from lib.core.benchmark import (
     Mode,
@@ -63,8 +63,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="KEY VALUE for every config (after '--' where --cfg comes last)")
     args = parser.parse_args()
-    if args.opts[:1] == ["--"]:
-        args.opts = args.opts[1:]
+    args.opts = overrides(args.opts)
     return args
 
 

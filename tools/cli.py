@@ -50,6 +50,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def overrides(opts: list[str]) -> list[str]:
+    """The KEY VALUE overrides of a command line, after an optional '--' (which a tool with a
+    many-valued option before them, or a habit of marking where options end, puts there)."""
+    return opts[1:] if opts[:1] == ["--"] else opts
+
+
 def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--cfg", required=True, help="experiment configure file name")
@@ -64,7 +70,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     args = parser.parse_args(argv)
     # after the first override everything is a KEY VALUE pair to argparse: take --debug out
     args.debug = args.debug or DEBUG_FLAG in args.opts
-    args.opts = [item for item in args.opts if item != DEBUG_FLAG]
+    args.opts = [item for item in overrides(args.opts) if item != DEBUG_FLAG]
     return args
 
 

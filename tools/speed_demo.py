@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from cli import config_from_file, run_cli
+from cli import config_from_file, overrides, run_cli
 from lib.config import ConfigValueError
 from lib.core.benchmark import (
     Mode,
@@ -111,7 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overlays", type=int, default=6, help="validation images to draw")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="KEY VALUE overrides for both configs, e.g. TRAIN.END_EPOCH 2")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.opts = overrides(args.opts)
+    return args
 
 
 def ensure_data(args: argparse.Namespace) -> str:
