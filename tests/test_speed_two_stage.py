@@ -20,10 +20,17 @@ import lib.core.speed_two_stage as two_stage
 from lib.config import cfg as default_cfg
 from lib.config import default_config, merge_from_list
 from lib.core.predictor import Predictor
-from lib.dataset.JointsDataset import DatasetFormatError
+from lib.dataset.JointsDataset import DatasetFormatError, gamma_lookup_table
 from lib.dataset.speed import SpeedDataset
 from lib.models import build_model
-from lib.spacecraft.files import SpeedFileError, read_box_file, write_box_file
+from lib.spacecraft.files import (
+    Crop,
+    SpeedFileError,
+    load_camera,
+    read_box_file,
+    read_landmarks,
+    write_box_file,
+)
 from lib.spacecraft.geometry import project_points
 from lib.spacecraft.pose_solver import pnp_options, pose_agreement, solve_poses
 
@@ -59,8 +66,14 @@ def test_box_file_round_trip(tmp_path):
     assert entries[0] == {"filename": "a.jpg", "bbox": [1.5, 2.0, 30.25, 40.0], "score": 0.9}
     read = read_box_file(path)
     assert sorted(read) == ["a.jpg", "b.jpg"]
-    np.testing.assert_array_equal(read["a.jpg"][0], boxes[0])
-    assert read["b.jpg"][1] == 0.4
+    np.testing.assert_array_equal(read["a.jpg"].box, boxes[0])
+    assert read["b.jpg"].score == 0.4
+    assert read["a.jpg"].gamma == 1.0  # no tone curve written: none
+    # the tone search's gammas travel with the boxes
+    path = write_box_file(str(tmp_path / "toned.json"), ["a.jpg", "b.jpg"], boxes, [0.9, 0.4],
+                          [0.5, 1.0])
+    assert json.loads(Path(path).read_text())[0]["gamma"] == 0.5
+    assert [crop.gamma for crop in read_box_file(path).values()] == [0.5, 1.0]
 
 
 def test_box_file_variants_best_score_wins(tmp_path):
@@ -88,6 +101,8 @@ def test_box_file_variants_best_score_wins(tmp_path):
     ({"filename": "a.jpg", "bbox": [0, 0, 0, 5]}, "w, h > 0"),
     ({"filename": "a.jpg", "bbox": [0, 0, 5]}, r"\[x, y, w, h\]"),
     ({"filename": "a.jpg", "bbox": [0, 0, 5, 5], "score": "high"}, "score"),
+    ({"filename": "a.jpg", "bbox": [0, 0, 5, 5], "gamma": 0}, "'gamma' must be a positive"),
+    ({"filename": "a.jpg", "bbox": [0, 0, 5, 5], "gamma": "dark"}, "'gamma' numbers"),
 ])
 def test_bad_box_file_entries_are_named(tmp_path, entry, message):
     path = tmp_path / "bad.json"
@@ -146,6 +161,34 @@ def test_boxes_from_landmarks_hand_case():
     np.testing.assert_allclose(sized[2], [0.0, 0.0, 59.0, 79.0])
 
 
+def test_min_box_side_bounds_every_view_within_the_distance_limit():
+    """A unit cube (smallest width 1, reach sqrt(3)/2) at focal 1000 and 9 m: 1000 / 9.866 px,
+    and no pose within 9 m images it smaller; no limit, no floor."""
+    cube = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
+    camera = np.diag([1000.0, 1200.0, 1.0])
+    side = two_stage.min_box_side(cube, camera, 9.0)
+    assert side == pytest.approx(1000.0 / (9.0 + 3 ** 0.5 / 2), rel=2e-3)
+    assert two_stage.min_box_side(cube, camera, 0.0) == 0.0
+    assert two_stage.min_box_side(cube * [1.0, 1.0, 0.0], camera, 9.0) == 0.0  # flat
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(500, 4))
+    r = rng.normal(size=(500, 3)) * [0.5, 0.5, 0.0] + [0.0, 0.0, 1.0]
+    r *= rng.uniform(2.0, 9.0, size=(500, 1)) / np.linalg.norm(r, axis=1, keepdims=True)
+    sides = np.ptp(project_points(cube, q / np.linalg.norm(q, axis=1, keepdims=True), r, camera),
+                   axis=1)
+    assert sides.min() >= side
+
+
+def test_boxes_from_landmarks_widens_a_bunched_box_to_the_floor():
+    """Landmarks bunched on 4 x 2 px (a lost coarse model) give a box min_side wide before the
+    enlargement, about their centre; a box already wider keeps its size."""
+    landmarks = np.array([[[100.0, 50.0, 0.8], [104.0, 52.0, 0.8]],
+                          [[100.0, 50.0, 0.8], [160.0, 90.0, 0.8]]])
+    boxes, _ = two_stage.boxes_from_landmarks(landmarks, 0.1, 1.5, 640, 400, min_side=20.0)
+    np.testing.assert_allclose(boxes[0], [102.0 - 15.0, 51.0 - 15.0, 30.0, 30.0])
+    np.testing.assert_allclose(boxes[1], [130.0 - 45.0, 70.0 - 30.0, 90.0, 60.0])
+
+
 # ---------------------------------------------------------------------- crop candidates
 CAMERA = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 200.0], [0.0, 0.0, 1.0]])
 BODY = np.array([[-1, -1, -1], [1, -1, -1], [1, 1, -1], [-1, 1, -1], [-1, -1, 1], [1, -1, 1],
@@ -197,7 +240,8 @@ def test_search_crops_keeps_the_candidate_whose_landmarks_agree_with_their_pose(
     rng = np.random.default_rng(0)
     calls = []
 
-    def locate(boxes):
+    def locate(boxes, gamma):
+        assert gamma == 1.0
         calls.append(boxes.copy())
         low, high = truth[..., :2].min(axis=1), truth[..., :2].max(axis=1)
         whole = np.all((boxes[:, :2] <= low + 1e-6) & (boxes[:, :2] + boxes[:, 2:] >= high - 1e-6),
@@ -208,7 +252,9 @@ def test_search_crops_keeps_the_candidate_whose_landmarks_agree_with_their_pose(
         return found
 
     cfg = candidate_cfg({"TEST.SPEED_CROP_REFINE": 0, "TEST.SPEED_CROP_CANDIDATES": [2.0]})
-    boxes, _ = two_stage.search_crops(cfg, coarse, locate, 640, 400, BODY, CAMERA, None)
+    boxes, _, gammas = two_stage.search_crops(cfg, coarse, locate, 640, 400, BODY, CAMERA,
+                                              None)
+    np.testing.assert_array_equal(gammas, [1.0, 1.0])
     main, loose = (two_stage.boxes_from_landmarks(coarse, -1.0, e, 640, 400)[0]
                    for e in (1.0, 2.0))
     np.testing.assert_allclose(boxes[0], loose[0])
@@ -216,10 +262,33 @@ def test_search_crops_keeps_the_candidate_whose_landmarks_agree_with_their_pose(
     assert len(calls) == 2  # one look per candidate, no re-framing
     # one candidate and no refinement: the coarse boxes, untouched, without a look
     calls.clear()
-    alone, _ = two_stage.search_crops(candidate_cfg(), coarse, locate, 640, 400, BODY, CAMERA,
-                                      None)
+    alone, _, _ = two_stage.search_crops(candidate_cfg(), coarse, locate, 640, 400, BODY,
+                                         CAMERA, None)
     np.testing.assert_allclose(alone, main)
     assert not calls
+
+
+def test_search_crops_keeps_the_gamma_whose_landmarks_agree_with_their_pose():
+    """A fine model that finds image 0's landmarks only through gamma 0.5 (a dark lab shot)
+    and image 1's through any curve: image 0 takes 0.5, image 1 keeps no curve (a tie)."""
+    truth = true_landmarks([6.0, 9.0])
+    rng = np.random.default_rng(0)
+    looks = []
+
+    def locate(boxes, gamma):
+        looks.append(gamma)
+        found = truth.copy()
+        if gamma != 0.5:
+            found[0, :, :2] += rng.uniform(-60, 60, size=found[0, :, :2].shape)
+        return found
+
+    cfg = candidate_cfg({"TEST.SPEED_CROP_REFINE": 0,
+                         "TEST.SPEED_GAMMA_CANDIDATES": [0.5, 2.0]})
+    boxes, _, gammas = two_stage.search_crops(cfg, truth, locate, 640, 400, BODY, CAMERA, None)
+    np.testing.assert_array_equal(gammas, [0.5, 1.0])
+    assert looks == [1.0, 0.5, 2.0]  # the plain crops, then each curve once
+    np.testing.assert_allclose(boxes, two_stage.boxes_from_landmarks(truth, -1.0, 1.0, 640,
+                                                                     400)[0])
 
 
 def write_coarse_model(tmp_path: Path) -> tuple[str, str]:
@@ -260,18 +329,19 @@ def test_model_source_end_to_end_with_a_tiny_coarse_model(data_root, tmp_path, c
     boxes, coarse = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "out"))
     assert sorted(coarse) == sorted(boxes) and coarse["img000007.jpg"].shape == (11, 3)
     assert sorted(boxes) == [f"img{n:06d}.jpg" for n in range(7, 11)]
-    for box, score in boxes.values():
+    for box, score, gamma in boxes.values():
+        assert gamma == 1.0  # no tone candidates
         x, y, w, h = box
         assert 0 <= x and 0 <= y and w >= 1 and h >= 1
         assert x + w <= WIDTH - 1 + 1e-9 and y + h <= HEIGHT - 1 + 1e-9
         assert 0.0 <= score
     if conf_threshold < 0:  # every landmark counts: a real box from the coarse landmarks
-        assert all(score != 0 for _, score in boxes.values())
+        assert all(crop.score != 0 for crop in boxes.values())
     # the box file written for inspection holds the same crops
     written = read_box_file(two_stage.box_file_path(str(tmp_path / "out"), "validation"))
-    for name, (box, score) in boxes.items():
-        np.testing.assert_array_equal(written[name][0], box)
-        assert written[name][1] == score
+    for name, (box, score, _) in boxes.items():
+        np.testing.assert_array_equal(written[name].box, box)
+        assert written[name].score == score
     # The fine data set takes them as its crops.
     ds = SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE, boxes=boxes)
     assert ds.box_source == "model" and len(ds) == 4
@@ -328,6 +398,59 @@ def test_crop_candidates_end_to_end_each_crop_is_one_candidates_re_framed_box(da
         assert any(np.allclose(chosen[name][0], c[index], atol=1e-9) for c in candidates)
 
 
+def test_gamma_candidates_end_to_end_each_crop_keeps_its_best_agreeing_tone(data_root,
+                                                                           tmp_path):
+    cfg_file, weights = write_coarse_model(tmp_path)
+    cfg = two_stage_cfg(data_root, cfg_file, weights, {"TEST.SPEED_COARSE_CONF_THRE": -1.0,
+                                                 "TEST.SPEED_GAMMA_CANDIDATES": [0.5, 2.0],
+                                                 "TEST.SPEED_CROP_AGREEMENT_TOL": 0.5,
+                                                 "TEST.PNP_CONF_THRE": 0.0})
+    cfg.MODEL.EXTRA = CN(TINY_HRNET, new_allowed=True)
+    torch.manual_seed(1)
+    fine = build_model(cfg, is_train=False).eval()
+    out = tmp_path / "out"
+    chosen, _ = two_stage.two_stage_boxes(cfg, "validation", str(out), fine)
+    names = sorted(chosen)
+    paths = image_paths(data_root, names)
+    whole = [(path, [0.0, 0.0, WIDTH, HEIGHT], 1.0) for path in paths]
+    coarse_landmarks = two_stage.coarse_predictor(cfg).predict_items(whole, whole_image=True)
+    boxes, _ = two_stage.boxes_from_landmarks(coarse_landmarks, -1.0, 1.1, WIDTH, HEIGHT)
+    items = [(path, box.tolist(), 1.0) for path, box in zip(paths, boxes, strict=True)]
+    predictor = Predictor(cfg, fine)
+    camera = load_camera(str(data_root))
+    body = read_landmarks(str(data_root / "keypoints.json"), 11)
+    agreements = []
+    for gamma in (1.0, 0.5, 2.0):
+        landmarks = predictor.predict_items(items, gammas=[gamma] * len(items))
+        poses = solve_poses(landmarks[..., :2], landmarks[..., 2], body, camera.matrix,
+                            camera.dist_coeffs, **pnp_options(cfg))
+        agreements.append(pose_agreement(landmarks, poses, body, camera.matrix,
+                                         camera.dist_coeffs, 0.5))
+    # the first of the best (np.argmax): a tie keeps no curve
+    expected = np.array([1.0, 0.5, 2.0])[np.argmax(np.stack(agreements), axis=0)]
+    np.testing.assert_array_equal([chosen[name].gamma for name in names], expected)
+    np.testing.assert_array_equal([crop.box for crop in chosen.values()],
+                                  [boxes[names.index(name)] for name in chosen])
+    written = read_box_file(two_stage.box_file_path(str(out), "validation"))
+    assert {name: crop.gamma for name, crop in written.items()} == {
+        name: crop.gamma for name, crop in chosen.items()}
+
+
+def test_a_crops_gamma_is_the_tone_curve_its_input_is_seen_through(data_root):
+    box = np.array([100.0, 50.0, 120.0, 90.0])
+    names = [f"img{n:06d}.jpg" for n in range(7, 11)]
+    cfg = fine_cfg(data_root, {"TEST.SPEED_BBOX": "file"})
+    inputs = [SpeedDataset(cfg, str(data_root), "validation", False, NORMALIZE,
+                           boxes={name: Crop(box, 1.0, gamma) for name in names})[0][0][0]
+              for gamma in (1.0, 0.5)]
+    plain = np.rint((inputs[0].numpy() * 0.229 + 0.485) * 255).astype(np.uint8)
+    expected = (gamma_lookup_table(0.5)[plain] / 255.0 - 0.485) / 0.229
+    np.testing.assert_allclose(inputs[1].numpy(), expected, atol=1e-5)
+    assert (inputs[1] > inputs[0] + 1e-3).float().mean() > 0.5  # gamma 0.5 lifts the shadows
+    assert gamma_lookup_table(1.0).tolist() == list(range(256))
+    assert gamma_lookup_table(0.5)[64] == 128  # 255 * (64 / 255) ** 0.5 = 127.75
+
+
 def test_the_crop_search_decodes_each_image_once_whatever_the_chunks(data_root, tmp_path,
                                                                       monkeypatch):
     cfg_file, weights = write_coarse_model(tmp_path)
@@ -353,7 +476,7 @@ def test_the_crop_search_decodes_each_image_once_whatever_the_chunks(data_root, 
     chunked, _ = two_stage.two_stage_boxes(cfg, "validation", str(tmp_path / "chunked"), fine)
     assert len(reads) == 8
     assert sorted(whole) == sorted(chunked)
-    for name, (box, score) in whole.items():
+    for name, (box, score, _) in whole.items():
         np.testing.assert_array_equal(chunked[name][0], box)
         assert chunked[name][1] == score
 

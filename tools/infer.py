@@ -135,10 +135,11 @@ def predict_spacecraft_poses(c, fine: Predictor, images: list[tuple[str, int, in
         raise ValueError(f"images of {w}x{h} but {c.DATASET.ROOT}/camera.json describes "
                          f"{camera.width}x{camera.height}")
     paths = [path for path, _, _ in images]
-    boxes, scores, coarse = two_stage_crops(c, paths, camera, landmarks_3d,
-                                            coarse_predictor(c, fine.device), fine)
+    boxes, scores, gammas, coarse = two_stage_crops(c, paths, camera, landmarks_3d,
+                                                    coarse_predictor(c, fine.device), fine)
     fine_landmarks = fine.predict_items([(path, box.tolist(), 1.0)
-                                         for path, box in zip(paths, boxes, strict=True)])
+                                         for path, box in zip(paths, boxes, strict=True)],
+                                        gammas=gammas)
     options = pnp_options(c)
     poses = solve_poses(fine_landmarks[:, :, :2], fine_landmarks[:, :, 2], landmarks_3d,
                         camera.matrix, camera.dist_coeffs, **options)
@@ -146,6 +147,7 @@ def predict_spacecraft_poses(c, fine: Predictor, images: list[tuple[str, int, in
                                camera.dist_coeffs, coarse,
                                max_distance=c.TEST.SPEED_MAX_DISTANCE, **options)
     return [{"image": path, "bbox": boxes[k].tolist(), "score": float(scores[k]),
+             "gamma": float(gammas[k]),
              "keypoints": np.round(fine_landmarks[k], 3).tolist(),
              "success": bool(poses.success[k]), "reason": poses.reasons[k],
              "pose_source": POSE_SOURCES[filled.source[k]],

@@ -173,6 +173,7 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("TEST.SPEED_COARSE_BOX_ENLARGE", _positive, "be a positive factor"),
     ("TEST.SPEED_CROP_REFINE", _int_at_least(0), "be an int >= 0 (0: no re-framing pass)"),
     ("TEST.SPEED_CROP_CANDIDATES", _list_of(_positive), "be positive factors"),
+    ("TEST.SPEED_GAMMA_CANDIDATES", _list_of(_positive), "be positive gammas"),
     ("TEST.SPEED_CROP_AGREEMENT_TOL", _positive, "be positive"),
     ("TEST.SPEED_MAX_DISTANCE", _real_at_least(0), "be 0 (no limit) or a distance in metres"),
     ("TEST.PNP_RANSAC_REPROJ_ERR", _positive, "be positive (pixels)"),

@@ -255,6 +255,12 @@ _C.TEST.SPEED_CROP_REFINE = 0
 _C.TEST.SPEED_CROP_CANDIDATES = []
 # ... agreeing = reprojected within this fraction of the landmarks' box size (sqrt(w h)).
 _C.TEST.SPEED_CROP_AGREEMENT_TOL = 0.02
+# New (two-stage): tone curves tried on the chosen crops, each a gamma (pixels v -> 255 (v/255)
+# ** gamma; < 1 lifts shadows): per image the fine model's landmarks through each curve and
+# through none compete as the crop candidates do, and the winning gamma is the crop's (written
+# to the box file). Lab lighting (a dark, saturated sunlamp, a flat lightbox) differs from the
+# renders the model learnt from; a curve that brings an image nearer them can untangle it.
+_C.TEST.SPEED_GAMMA_CANDIDATES = []
 # Pose solver: landmarks with confidence at or below this are not used by PnP.
 _C.TEST.PNP_CONF_THRE = 0.1
 # Pose solver: solvePnPRansac inlier threshold (pixels), iterations and confidence.
@@ -266,7 +272,8 @@ _C.TEST.PNP_RANSAC_RETRIES = 2
 # Pose solver: confidence-weighted Levenberg-Marquardt refinement after RANSAC.
 _C.TEST.PNP_REFINE = True
 # New: a pose farther from the camera than this many metres is refused (0 = no limit): a solved
-# one counts as failed, a fallback guess is passed over (lib/spacecraft/fallback.py).
+# one counts as failed, a fallback guess is passed over (lib/spacecraft/fallback.py); and no
+# two-stage crop is smaller than the spacecraft at that distance can look (min_box_side).
 _C.TEST.SPEED_MAX_DISTANCE = 0.0
 
 # Taken before any tool merges an experiment into the shared `_C`.

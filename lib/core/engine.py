@@ -160,7 +160,7 @@ def _loader(cfg, dataset, ctx: RunContext, train_split: bool) -> DataLoader:
 def test_split(cfg, output_dir: str = "", model: nn.Module | None = None):
     """DATASET.TEST_SET as tools/test.py predicts it. Spacecraft two-stage (TEST.SPEED_BBOX
     'model'): the coarse model's crops come first, re-framed and chosen by ``model`` (the
-    tested one: TEST.SPEED_CROP_REFINE, _CROP_CANDIDATES)."""
+    tested one: TEST.SPEED_CROP_REFINE, _CROP_CANDIDATES, _GAMMA_CANDIDATES)."""
     extra = two_stage_dataset_kwargs(cfg, output_dir, model)
     return build_dataset(cfg, cfg.DATASET.TEST_SET, False, input_transform(), **extra)
 

@@ -157,20 +157,23 @@ class Predictor:
         return np.concatenate(parts) if parts else np.zeros((0, self.cfg.MODEL.NUM_JOINTS, 3))
 
     def predict_items(self, items: Sequence[Item], whole_image: bool = False,
-                      image_cache: ImageCache | None = None) -> np.ndarray:
+                      image_cache: ImageCache | None = None,
+                      gammas: Sequence[float] | None = None) -> np.ndarray:
         """Landmarks N x J x 3 for (image path, box, score) items, cropped exactly as the
         config's data set crops its test split (``whole_image``: the box is the whole image,
         unpadded, as the spacecraft's coarse model sees it; ``image_cache``: decoded images
-        shared with other calls)."""
-        return self.predict(self.loader(self.items_dataset(items, whole_image, image_cache)))
+        shared with other calls; ``gammas``: each crop's tone curve, ImageBoxesDataset)."""
+        return self.predict(self.loader(self.items_dataset(items, whole_image, image_cache,
+                                                           gammas)))
 
     def items_dataset(self, items: Sequence[Item], whole_image: bool = False,
-                      image_cache: ImageCache | None = None) -> ImageBoxesDataset:
+                      image_cache: ImageCache | None = None,
+                      gammas: Sequence[float] | None = None) -> ImageBoxesDataset:
         """The crops of (image path, box, score) items as the config's test split crops them
-        (``whole_image``: the box is the whole image, unpadded)."""
+        (``whole_image``: the box is the whole image, unpadded; ``gammas``: tone curves)."""
         return ImageBoxesDataset(self.cfg, items, self.flip_pairs, input_transform(),
                                  read_grayscale=self.read_grayscale, whole_image=whole_image,
-                                 image_cache=image_cache)
+                                 image_cache=image_cache, gammas=gammas)
 
     def loader(self, dataset: Any) -> DataLoader:
         """A test-time loader of ``dataset``: TEST.BATCH_SIZE_PER_GPU, WORKERS, in order."""

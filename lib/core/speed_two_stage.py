@@ -2,7 +2,8 @@
 landmarks roughly, the box around them is the crop of the fine model (TEST.SPEED_BBOX 'model');
 with TEST.SPEED_CROP_REFINE the fine model then re-frames that crop on its own landmarks, and
 with TEST.SPEED_CROP_CANDIDATES it tries looser boxes too and keeps the crop whose landmarks
-agree best with their PnP pose.
+agree best with their PnP pose; with TEST.SPEED_GAMMA_CANDIDATES tone curves compete the same
+way on the chosen crops.
 
 Images and boxes pass between the steps as (image path, box) items of one light data set
 (lib.core.predictor.Predictor.predict_items); the only file written is the final box file
@@ -16,17 +17,25 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from scipy.spatial import ConvexHull, QhullError
 from yacs.config import CfgNode
 
 from lib.config import default_config, merge_from_file
 from lib.core.adaptation import adapt_on_loader, adapted_weights_path
 from lib.core.predictor import Item, Predictor, load_network
 from lib.dataset.speed import resolve_image_set
-from lib.spacecraft.files import Camera, load_camera, read_labels, read_landmarks, write_box_file
+from lib.spacecraft.files import (
+    Camera,
+    Crop,
+    load_camera,
+    read_labels,
+    read_landmarks,
+    write_box_file,
+)
 from lib.spacecraft.pose_solver import pnp_options, pose_agreement, solve_poses
 from lib.utils.checkpoint import save_atomic
 from lib.utils.image_io import ImageCache
@@ -64,12 +73,43 @@ def coarse_config(cfg: CfgNode) -> CfgNode:
     return coarse
 
 
+def min_box_side(landmarks_3d: np.ndarray, camera_matrix: np.ndarray, max_distance: float,
+                 directions: int = 2048) -> float:
+    """The fewest pixels either side of the landmarks' box can span while the spacecraft is
+    no farther than ``max_distance`` metres (TEST.SPEED_MAX_DISTANCE; 0: no limit, 0 px).
+
+    A box side is the landmarks' width along an image axis, never less than their smallest
+    width: found over the normals of their convex hull's faces (where a box-like body's lies)
+    and ``directions`` more spread over the sphere, seen at the far limit plus the landmarks'
+    reach from the body origin. Flat landmarks (no hull) have no floor. A model that bunches
+    its landmarks on one spot gives a box smaller than this, a crop in which the spacecraft
+    cannot be found again.
+    """
+    if max_distance <= 0:
+        return 0.0
+    points = np.asarray(landmarks_3d, dtype=np.float64)
+    try:
+        normals = ConvexHull(points).equations[:, :3]
+    except QhullError:
+        return 0.0
+    k = np.arange(directions) + 0.5
+    polar = np.arccos(1.0 - 2.0 * k / directions)
+    azimuth = np.pi * (1.0 + 5.0 ** 0.5) * k
+    sphere = np.stack([np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth),
+                       np.cos(polar)], axis=1)
+    widths = np.ptp(points @ np.concatenate([normals, sphere]).T, axis=0)
+    reach = np.linalg.norm(points, axis=1).max()
+    focal = min(float(camera_matrix[0, 0]), float(camera_matrix[1, 1]))
+    return focal * float(widths.min()) / (max_distance + reach)
+
+
 def boxes_from_landmarks(landmarks: np.ndarray, conf_threshold: float, enlarge: float,
-                         width: float | np.ndarray, height: float | np.ndarray
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes N x 4 (x, y, w, h) around the confident landmarks, enlarged about their centre by
-    ``enlarge`` and clipped to the image (``width``/``height``: one size or one per image);
-    scores N = mean confidence of the landmarks used.
+                         width: float | np.ndarray, height: float | np.ndarray,
+                         min_side: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes N x 4 (x, y, w, h) around the confident landmarks, each side first widened to
+    ``min_side`` (min_box_side), enlarged about their centre by ``enlarge`` and clipped to the
+    image (``width``/``height``: one size or one per image); scores N = mean confidence of the
+    landmarks used.
 
     An image with fewer than MIN_BOX_LANDMARKS confident landmarks gets the whole image and
     score 0.
@@ -81,7 +121,7 @@ def boxes_from_landmarks(landmarks: np.ndarray, conf_threshold: float, enlarge: 
     too_few = confident.sum(axis=1) < MIN_BOX_LANDMARKS
     low[too_few], high[too_few] = 0.0, 0.0
     center = 0.5 * (low + high)
-    half = 0.5 * enlarge * (high - low)
+    half = 0.5 * enlarge * np.maximum(high - low, min_side)
     limit = np.stack(np.broadcast_arrays(np.asarray(width, np.float64) - 1.0,
                                          np.asarray(height, np.float64) - 1.0), axis=-1)
     limit = np.broadcast_to(limit, low.shape)
@@ -96,51 +136,73 @@ def boxes_from_landmarks(landmarks: np.ndarray, conf_threshold: float, enlarge: 
 
 
 def reframed_boxes(landmarks: np.ndarray, previous: np.ndarray, width: float | np.ndarray,
-                   height: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   height: float | np.ndarray, min_side: float = 0.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """The crop refinement's next boxes N x 4 and scores N: the box of all the fine landmarks
-    (unenlarged: the crop adds DATASET.BBOX_PADDING as in training); an image whose landmarks
-    span no box (score 0) keeps its ``previous`` box."""
-    boxes, scores = boxes_from_landmarks(landmarks, 0.0, 1.0, width, height)
+    (unenlarged: the crop adds DATASET.BBOX_PADDING as in training; sides at least
+    ``min_side``); an image whose landmarks span no box (score 0) keeps its ``previous`` box."""
+    boxes, scores = boxes_from_landmarks(landmarks, 0.0, 1.0, width, height, min_side)
     lost = scores <= 0
     boxes[lost] = np.asarray(previous, dtype=np.float64).reshape(-1, 4)[lost]
     return boxes, scores
 
 
+class CropSearch(NamedTuple):
+    """What the two-stage path found for N images."""
+
+    boxes: np.ndarray  # N x 4 x, y, w, h: the fine model's crops
+    scores: np.ndarray  # N: mean confidence of the landmarks that framed each crop
+    gammas: np.ndarray  # N: the tone curve each crop is seen through (1: none)
+    coarse_landmarks: np.ndarray  # N x J x 3: the coarse model's, a fallback for failed PnP
+
+
 def search_crops(cfg: CfgNode, coarse_landmarks: np.ndarray,
-                 locate: Callable[[np.ndarray], np.ndarray], width: float | np.ndarray,
+                 locate: Callable[[np.ndarray, float], np.ndarray], width: float | np.ndarray,
                  height: float | np.ndarray, landmarks_3d: np.ndarray,
                  camera_matrix: np.ndarray, dist_coeffs: np.ndarray | None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The fine model's crops N x 4 and their scores N, from the coarse landmarks N x J x 3.
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fine model's crops N x 4, their scores N and gammas N, from the coarse landmarks
+    N x J x 3.
 
     Each enlargement of the coarse box (TEST.SPEED_COARSE_BOX_ENLARGE, then the
     TEST.SPEED_CROP_CANDIDATES) is re-framed TEST.SPEED_CROP_REFINE times on the landmarks that
-    ``locate(boxes)`` (the fine model: full-image N x J x 3) finds in it. With more than one
-    candidate each image keeps the crop whose landmarks agree best with their own PnP pose
-    (pose_agreement, TEST.SPEED_CROP_AGREEMENT_TOL; a tie keeps the earlier candidate): a coarse
-    box that cut the spacecraft off loses to a looser one that did not.
+    ``locate(boxes, gamma)`` (the fine model on those crops seen through that tone curve:
+    full-image N x J x 3) finds in it. With more than one candidate each image keeps the crop
+    whose landmarks agree best with their own PnP pose (pose_agreement,
+    TEST.SPEED_CROP_AGREEMENT_TOL; a tie keeps the earlier candidate): a coarse box that cut
+    the spacecraft off loses to a looser one that did not. The TEST.SPEED_GAMMA_CANDIDATES then
+    compete the same way on the chosen crops, against no curve (gamma 1), which a tie keeps.
     """
+    def agreement(landmarks: np.ndarray) -> np.ndarray:
+        poses = solve_poses(landmarks[..., :2], landmarks[..., 2], landmarks_3d, camera_matrix,
+                            dist_coeffs, **pnp_options(cfg))
+        return pose_agreement(landmarks, poses, landmarks_3d, camera_matrix, dist_coeffs,
+                              cfg.TEST.SPEED_CROP_AGREEMENT_TOL)
+
     enlargements = [cfg.TEST.SPEED_COARSE_BOX_ENLARGE, *cfg.TEST.SPEED_CROP_CANDIDATES]
+    tones = [float(gamma) for gamma in cfg.TEST.SPEED_GAMMA_CANDIDATES]
+    smallest = min_box_side(landmarks_3d, camera_matrix, cfg.TEST.SPEED_MAX_DISTANCE)
     best_boxes = best_scores = best_agreement = None
     for enlarge in enlargements:
         boxes, scores = boxes_from_landmarks(coarse_landmarks, cfg.TEST.SPEED_COARSE_CONF_THRE,
-                                             enlarge, width, height)
+                                             enlarge, width, height, smallest)
         for _ in range(int(cfg.TEST.SPEED_CROP_REFINE)):
-            boxes, scores = reframed_boxes(locate(boxes), boxes, width, height)
-        if len(enlargements) == 1:
-            return boxes, scores
-        landmarks = locate(boxes)
-        poses = solve_poses(landmarks[..., :2], landmarks[..., 2], landmarks_3d, camera_matrix,
-                            dist_coeffs, **pnp_options(cfg))
-        agreement = pose_agreement(landmarks, poses, landmarks_3d, camera_matrix, dist_coeffs,
-                                   cfg.TEST.SPEED_CROP_AGREEMENT_TOL)
+            boxes, scores = reframed_boxes(locate(boxes, 1.0), boxes, width, height, smallest)
+        if len(enlargements) == 1 and not tones:
+            return boxes, scores, np.ones(len(boxes))
+        this = agreement(locate(boxes, 1.0))
         if best_agreement is None:
-            best_boxes, best_scores, best_agreement = boxes, scores, agreement
+            best_boxes, best_scores, best_agreement = boxes, scores, this
             continue
-        better = agreement > best_agreement
+        better = this > best_agreement
         best_boxes[better], best_scores[better] = boxes[better], scores[better]
-        best_agreement = np.maximum(agreement, best_agreement)
-    return best_boxes, best_scores
+        best_agreement = np.maximum(this, best_agreement)
+    gammas = np.ones(len(best_boxes))
+    for gamma in tones:
+        this = agreement(locate(best_boxes, gamma))
+        gammas[this > best_agreement] = gamma
+        best_agreement = np.maximum(this, best_agreement)
+    return best_boxes, best_scores, gammas
 
 
 def coarse_predictor(cfg: CfgNode, device: torch.device | None = None,
@@ -173,27 +235,32 @@ def whole_image_items(paths: Sequence[str], camera: Camera) -> list[Item]:
             for path in paths]
 
 
+def searches_crops(cfg: CfgNode) -> bool:
+    """Whether the fine model searches its crops (and tones) beyond the coarse box."""
+    return (cfg.TEST.SPEED_CROP_REFINE > 0 or len(cfg.TEST.SPEED_CROP_CANDIDATES) > 0
+            or len(cfg.TEST.SPEED_GAMMA_CANDIDATES) > 0)
+
+
 def two_stage_crops(cfg: CfgNode, paths: Sequence[str], camera: Camera,
                     landmarks_3d: np.ndarray, coarse: Predictor, fine: Predictor | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The fine model's crops N x 4 (x, y, w, h), their scores N and the coarse landmarks
-    N x J x 3 for the images at ``paths`` (all of ``camera``'s size): the coarse model's
-    landmarks on the whole image, then, with a ``fine`` predictor and TEST.SPEED_CROP_REFINE /
-    _CROP_CANDIDATES, search_crops. Without one (validation while training) the coarse boxes
-    are the crops."""
+                    ) -> CropSearch:
+    """The fine model's crops for the images at ``paths`` (all of ``camera``'s size): the
+    coarse model's landmarks on the whole image, then, with a ``fine`` predictor and
+    TEST.SPEED_CROP_REFINE / _CROP_CANDIDATES / _GAMMA_CANDIDATES, search_crops. Without one
+    (validation while training) the coarse boxes are the crops."""
     width, height = camera.width, camera.height
-    searching = cfg.TEST.SPEED_CROP_REFINE > 0 or len(cfg.TEST.SPEED_CROP_CANDIDATES) > 0
-    if fine is None or not searching:
+    if fine is None or not searches_crops(cfg):
         coarse_landmarks = coarse.predict_items(whole_image_items(paths, camera),
                                                 whole_image=True)
         boxes, scores = boxes_from_landmarks(
             coarse_landmarks, cfg.TEST.SPEED_COARSE_CONF_THRE,
-            cfg.TEST.SPEED_COARSE_BOX_ENLARGE, width, height)
+            cfg.TEST.SPEED_COARSE_BOX_ENLARGE, width, height,
+            min_box_side(landmarks_3d, camera.matrix, cfg.TEST.SPEED_MAX_DISTANCE))
         fallback = int(np.count_nonzero(scores == 0))
         if fallback:
             logger.warning("=> coarse model: %d of %d images without %d confident landmarks get "
                            "the whole image as box", fallback, len(scores), MIN_BOX_LANDMARKS)
-        return boxes, scores, coarse_landmarks
+        return CropSearch(boxes, scores, np.ones(len(boxes)), coarse_landmarks)
 
     was_training = fine.model.training
     try:
@@ -208,28 +275,28 @@ def two_stage_crops(cfg: CfgNode, paths: Sequence[str], camera: Camera,
     finally:
         fine.model.train(was_training)
     if not parts:
-        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, cfg.MODEL.NUM_JOINTS, 3))
-    boxes, scores, coarse_landmarks = (np.concatenate(column)
-                                       for column in zip(*parts, strict=True))
-    return boxes, scores, coarse_landmarks
+        return CropSearch(np.zeros((0, 4)), np.zeros(0), np.zeros(0),
+                          np.zeros((0, cfg.MODEL.NUM_JOINTS, 3)))
+    return CropSearch(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
 
 def _search_chunk(cfg: CfgNode, paths: Sequence[str], camera: Camera, landmarks_3d: np.ndarray,
-                  coarse: Predictor, fine: Predictor
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  coarse: Predictor, fine: Predictor) -> CropSearch:
     """two_stage_crops' search for a few images, each decoded once for all its passes."""
     images = ImageCache()
     coarse_landmarks = coarse.predict_items(whole_image_items(paths, camera), whole_image=True,
                                             image_cache=images)
 
-    def locate(crops: np.ndarray) -> np.ndarray:
+    def locate(crops: np.ndarray, gamma: float) -> np.ndarray:
         return fine.predict_items([(path, box.tolist(), 1.0)
                                    for path, box in zip(paths, crops, strict=True)],
-                                  image_cache=images)
+                                  image_cache=images,
+                                  gammas=None if gamma == 1.0 else [gamma] * len(paths))
 
-    boxes, scores = search_crops(cfg, coarse_landmarks, locate, camera.width, camera.height,
-                                 landmarks_3d, camera.matrix, camera.dist_coeffs)
-    return boxes, scores, coarse_landmarks
+    boxes, scores, gammas = search_crops(cfg, coarse_landmarks, locate, camera.width,
+                                         camera.height, landmarks_3d, camera.matrix,
+                                         camera.dist_coeffs)
+    return CropSearch(boxes, scores, gammas, coarse_landmarks)
 
 
 def box_file_path(output_dir: str, image_set: str) -> str:
@@ -252,10 +319,11 @@ def config_after_adaptation(cfg: CfgNode, output_dir: str) -> CfgNode:
 
 def two_stage_boxes(cfg: CfgNode, image_set: str, output_dir: str,
                     fine_model: torch.nn.Module | None = None
-                    ) -> tuple[dict[str, tuple[np.ndarray, float]], dict[str, np.ndarray]]:
-    """Crops (filename -> (box, score)) and coarse landmarks (filename -> J x 3) of every image
-    of ``image_set`` under DATASET.ROOT; the crops are also written once to
-    :func:`box_file_path` (nothing else is written)."""
+                    ) -> tuple[dict[str, Crop], dict[str, np.ndarray]]:
+    """Crops (filename -> Crop(box, score, gamma)) and coarse landmarks (filename -> J x 3) of
+    every image of ``image_set`` under DATASET.ROOT; the crops are also written once to
+    :func:`box_file_path` (nothing else is written; a gamma per crop with
+    TEST.SPEED_GAMMA_CANDIDATES)."""
     root = cfg.DATASET.ROOT
     labels_file, image_dir = resolve_image_set(root, image_set)
     names = [label.filename for label in read_labels(labels_file)]
@@ -269,16 +337,22 @@ def two_stage_boxes(cfg: CfgNode, image_set: str, output_dir: str,
         cfg, device, whole_image_items(paths, camera),
         adapted_weights_path(output_dir, image_set, "coarse") if cfg.TEST.ADAPT_STEPS > 0
         else "")
-    boxes, scores, coarse = two_stage_crops(cfg, paths, camera, landmarks_3d, coarse_model,
-                                            fine)
-    path = write_box_file(box_file_path(output_dir, image_set), names, boxes, scores)
+    found = two_stage_crops(cfg, paths, camera, landmarks_3d, coarse_model, fine)
+    tones = fine is not None and len(cfg.TEST.SPEED_GAMMA_CANDIDATES) > 0
+    path = write_box_file(box_file_path(output_dir, image_set), names, found.boxes,
+                          found.scores, found.gammas if tones else None)
     logger.info("=> crops of %d images of '%s' (coarse model%s) written to %s", len(names),
                 image_set, "" if fine is None else
                 f", {cfg.TEST.SPEED_CROP_REFINE} re-framing pass(es), "
                 f"{1 + len(cfg.TEST.SPEED_CROP_CANDIDATES)} candidate(s) per image", path)
-    crops = {name: (box, float(score))
-             for name, box, score in zip(names, boxes, scores, strict=True)}
-    return crops, dict(zip(names, coarse, strict=True))
+    if tones:
+        chosen = {gamma: int(np.count_nonzero(found.gammas == gamma))
+                  for gamma in [1.0, *cfg.TEST.SPEED_GAMMA_CANDIDATES]}
+        logger.info("=> tone curves chosen: %s", ", ".join(
+            f"gamma {gamma:g} {count}" for gamma, count in chosen.items()))
+    crops = {name: Crop(box, float(score), float(gamma)) for name, box, score, gamma
+             in zip(names, found.boxes, found.scores, found.gammas, strict=True)}
+    return crops, dict(zip(names, found.coarse_landmarks, strict=True))
 
 
 def two_stage_dataset_kwargs(cfg: Any, output_dir: str,

@@ -6,7 +6,8 @@ format, and scores predictions; reading, cropping, augmenting and target making 
 Record keys: 'image' (path, ``archive.zip@member`` for the zip format), 'center' (x, y pixels),
 'scale' (box size / PIXEL_STD, aspect ratio of the input, padded), 'joints_3d' and
 'joints_3d_vis' (J x 3 float64; the third column is unused), optional 'score' (detector score),
-'filename', 'imgnum'.
+'filename', 'imgnum' and 'gamma' (a tone curve the crop is seen through, 1 when absent: the
+spacecraft's test-time tone search, TEST.SPEED_GAMMA_CANDIDATES).
 
 Training items consume random numbers from ``np.random`` and ``random`` in the original's
 order, so one random state gives the original's item (``tests/reference_pipeline.py`` keeps the
@@ -16,6 +17,7 @@ after them, and nothing when it is off.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -69,6 +71,16 @@ def _pixel_lookup_table(transform: Callable | None) -> np.ndarray | None:
     if not isinstance(table, torch.Tensor) or tuple(table.shape) != (3, 1, 256):
         return None
     return np.ascontiguousarray(table.numpy(), dtype=np.float32)  # 3 x 1 x 256, cv2.LUT's shape
+
+
+@functools.lru_cache(maxsize=16)
+def gamma_lookup_table(gamma: float) -> np.ndarray:
+    """uint8 table of 256 entries taking v to round(255 (v / 255) ** gamma): gamma < 1 lifts
+    the shadows, > 1 the highlights' contrast."""
+    ramp = np.arange(256, dtype=np.float64) / 255.0
+    table = np.clip(np.rint(255.0 * ramp ** float(gamma)), 0, 255).astype(np.uint8)
+    table.flags.writeable = False  # shared by every caller through the cache
+    return table
 
 
 ABSURD_COORDINATE = 1e6  # pixels: no image is this large, so such a keypoint is a broken value
@@ -390,6 +402,9 @@ class JointsDataset(Dataset):
 
         if self.is_train:  # after the joints: the photometric steps work on the object's box
             crop = self._augment_image(crop, joints, joints_vis)
+        gamma = rec.get("gamma", 1.0)
+        if gamma != 1.0:
+            crop = cv2.LUT(crop, gamma_lookup_table(gamma))
         model_input = self._to_input(crop)
 
         target, target_weight = self.generate_target(joints, joints_vis)

@@ -21,12 +21,14 @@ class ImageBoxesDataset(JointsDataset):
     With ``whole_image`` each box is taken as the image itself and cropped unpadded, as the
     spacecraft's coarse model sees it (DATASET.SPEED_FULL_IMAGE). An ``image_cache`` shared
     between such data sets decodes each image once for all of them (the two-stage crop search
-    crops the same images some fifteen times)."""
+    crops the same images some fifteen times). ``gammas`` (one per item) are the tone curves the
+    crops are seen through (JointsDataset's record key 'gamma'; none: 1)."""
 
     def __init__(self, cfg: Any, items: Sequence[tuple[str, Sequence[float], float]],
                  flip_pairs: list[list[int]] | None, transform: Callable | None = None,
                  read_grayscale: bool = False, whole_image: bool = False,
-                 image_cache: ImageCache | None = None) -> None:
+                 image_cache: ImageCache | None = None,
+                 gammas: Sequence[float] | None = None) -> None:
         self.num_joints = cfg.MODEL.NUM_JOINTS
         self.flip_pairs = flip_pairs
         self.read_grayscale = read_grayscale
@@ -34,7 +36,9 @@ class ImageBoxesDataset(JointsDataset):
         if image_cache is not None:
             self.image_cache = image_cache
         zeros = np.zeros((self.num_joints, 3), dtype=np.float64)
-        for path, box, score in items:
+        if gammas is not None and len(gammas) != len(items):
+            raise ValueError(f"{len(items)} items but {len(gammas)} gammas")
+        for index, (path, box, score) in enumerate(items):
             if whole_image:
                 center, scale = self._image_center_scale(box[2], box[3])
             else:
@@ -42,6 +46,8 @@ class ImageBoxesDataset(JointsDataset):
             self.db.append({"image": path, "center": center, "scale": scale,
                             "score": float(score), "joints_3d": zeros,
                             "joints_3d_vis": zeros})
+            if gammas is not None:
+                self.db[-1]["gamma"] = float(gammas[index])
 
     def evaluate(self, cfg: Any, preds: np.ndarray, output_dir: str, *args: Any,
                  **kwargs: Any) -> tuple[dict[str, float], float]:

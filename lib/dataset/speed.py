@@ -29,6 +29,7 @@ from lib.spacecraft.fallback import fill_failed_poses, mean_pose
 from lib.spacecraft.files import (
     SUBMISSION_CATEGORIES,
     Camera,
+    Crop,
     PoseLabel,
     load_camera,
     merge_spec2021_submission,
@@ -94,8 +95,9 @@ def resolve_image_set(root: str, image_set: str) -> tuple[str, str]:
 class SpeedDataset(JointsDataset):
     """Spacecraft landmarks (DATASET.DATASET 'speed').
 
-    ``boxes`` (filename -> (box x, y, w, h, score)) handed over here are the crops ('model'
-    when TEST.SPEED_BBOX says so, else 'file') whatever TEST.SPEED_BBOX_FILE holds: the
+    ``boxes`` (filename -> Crop(box x, y, w, h, score, gamma), or (box, score)) handed over
+    here are the crops ('model' when TEST.SPEED_BBOX says so, else 'file') whatever
+    TEST.SPEED_BBOX_FILE holds (the gamma becomes the record's tone curve): the
     two-stage path (lib.core.speed_two_stage) gives the coarse model's crops this way, in
     memory, with the coarse landmarks (filename -> J x 3) as a fallback for failed PnP."""
 
@@ -105,7 +107,7 @@ class SpeedDataset(JointsDataset):
 
     def __init__(self, cfg: Any, root: str, image_set: str, is_train: bool,
                  transform: Any = None,
-                 boxes: Mapping[str, tuple[np.ndarray, float]] | None = None,
+                 boxes: Mapping[str, Crop | tuple[np.ndarray, float]] | None = None,
                  coarse_landmarks: Mapping[str, np.ndarray] | None = None) -> None:
         keypoints = cfg.DATASET.KEYPOINTS_FILE
         if not keypoints:
@@ -187,8 +189,9 @@ class SpeedDataset(JointsDataset):
                       & (y >= 0) & (y <= self.camera.height - 1))
         return pixels, inside
 
-    def _boxes(self, pixels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Crop boxes N x 4 (x, y, w, h) and scores N for the configured source."""
+    def _boxes(self, pixels: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Crop boxes N x 4 (x, y, w, h), scores N and gammas N for the configured source."""
         n = len(self.labels)
         if self.box_source == "file" or self.box_source == "model":
             given = self.given_boxes is not None
@@ -199,9 +202,10 @@ class SpeedDataset(JointsDataset):
                 raise DatasetFormatError(
                     f"{source}: no box for '{missing[0]}' ({len(missing)} of the {n} "
                     f"images of {self.labels_file} have none)")
-            boxes = np.stack([detections[lab.filename][0] for lab in self.labels])
-            scores = np.array([detections[lab.filename][1] for lab in self.labels])
-            return boxes, scores
+            crops = [Crop(*detections[lab.filename]) for lab in self.labels]
+            return (np.stack([crop.box for crop in crops]),
+                    np.array([crop.score for crop in crops]),
+                    np.array([crop.gamma for crop in crops]))
         # Box of all projected landmarks, inside the image or not (none in front of the
         # camera: the whole image).
         finite = np.all(np.isfinite(pixels), axis=2)[..., None]  # N x J x 1
@@ -210,7 +214,7 @@ class SpeedDataset(JointsDataset):
         whole = ~finite.any(axis=(1, 2))
         low[whole], high[whole] = 0.0, (self.camera.width, self.camera.height)
         boxes = np.concatenate([low, np.maximum(high - low, 1.0)], axis=1)
-        return boxes, np.ones(n)
+        return boxes, np.ones(n), np.ones(n)
 
     def _get_db(self) -> list[dict[str, Any]]:
         n, num_joints = len(self.labels), self.num_joints
@@ -225,9 +229,9 @@ class SpeedDataset(JointsDataset):
         if self.full_image:
             center, scale = self._image_center_scale(self.camera.width, self.camera.height)
             centers, scales = [center] * n, [scale] * n
-            scores = np.ones(n)
+            scores = gammas = np.ones(n)
         else:
-            boxes, scores = self._boxes(pixels)
+            boxes, scores, gammas = self._boxes(pixels)
             pairs = [self._box_to_center_scale(*box) for box in boxes]
             centers, scales = [p[0] for p in pairs], [p[1] for p in pairs]
 
@@ -246,6 +250,7 @@ class SpeedDataset(JointsDataset):
                 "center": centers[index],
                 "scale": scales[index],
                 "score": float(scores[index]),
+                "gamma": float(gammas[index]),
                 "joints_3d": joints_3d,
                 "joints_3d_vis": joints_3d_vis,
             })

@@ -39,6 +39,7 @@ __all__ = [
     "read_submission",
     "match_submission",
     "merge_spec2021_submission",
+    "Crop",
     "read_box_file",
     "write_box_file",
 ]
@@ -591,11 +592,23 @@ def match_submission(
 # A box file (TEST.SPEED_BBOX_FILE, also what the two-stage path writes) is a JSON list of
 # detections {"filename": "img000001.jpg", "bbox": [x, y, w, h], "score": 0.9} in full-image
 # pixels (x, y the top-left corner; "image_name" is accepted for "filename"; "score" defaults
-# to 1). A JSON object mapping a filename to one such entry (or to a list of them) is read too.
-# Where an image has several detections the highest score wins.
+# to 1). An optional "gamma" (default 1) is the tone curve the crop is seen through, chosen per
+# image by the two-stage search (TEST.SPEED_GAMMA_CANDIDATES). A JSON object mapping a filename
+# to one such entry (or to a list of them) is read too. Where an image has several detections
+# the highest score wins.
+class Crop(NamedTuple):
+    """One image's crop as a box file gives it."""
+
+    box: np.ndarray  # x, y, w, h in full-image pixels
+    score: float
+    gamma: float = 1.0  # the crop's pixels v become 255 (v / 255) ** gamma
+
+
 def write_box_file(path: str, filenames: Sequence[str], boxes: np.ndarray,
-                   scores: Sequence[float] | np.ndarray | None = None) -> str:
-    """Write detections (boxes N x 4 as x, y, w, h full-image pixels) atomically; returns path."""
+                   scores: Sequence[float] | np.ndarray | None = None,
+                   gammas: Sequence[float] | np.ndarray | None = None) -> str:
+    """Write detections (boxes N x 4 as x, y, w, h full-image pixels) atomically, with a
+    "gamma" per detection when ``gammas`` are given; returns path."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(boxes) != len(filenames):
         raise ValueError(f"{len(filenames)} filenames but {len(boxes)} boxes")
@@ -604,6 +617,12 @@ def write_box_file(path: str, filenames: Sequence[str], boxes: np.ndarray,
         raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
     entries = [{"filename": str(name), "bbox": [float(v) for v in box], "score": float(score)}
                for name, box, score in zip(filenames, boxes, scores, strict=True)]
+    if gammas is not None:
+        gammas = np.asarray(gammas, np.float64).ravel()
+        if len(gammas) != len(boxes):
+            raise ValueError(f"{len(boxes)} boxes but {len(gammas)} gammas")
+        for entry, gamma in zip(entries, gammas, strict=True):
+            entry["gamma"] = float(gamma)
     write_json_atomic(path, entries, indent=1)
     return path
 
@@ -623,13 +642,15 @@ def _box_entries(data: Any, path: str) -> list[tuple[Any, Any, str]]:
                              f"keyed by filename, got {type(data).__name__}")
 
 
-def read_box_file(path: str) -> dict[str, tuple[np.ndarray, float]]:
-    """filename -> (box [x, y, w, h], score) of a box file, the best-scoring detection per image.
+def read_box_file(path: str) -> dict[str, Crop]:
+    """filename -> Crop(box [x, y, w, h], score, gamma) of a box file, the best-scoring
+    detection per image.
 
-    A detection without a filename, with a box that is not 4 finite numbers or has no area, or a
-    score that is not a number is an error naming the file and the entry.
+    A detection without a filename, with a box that is not 4 finite numbers or has no area, a
+    score that is not a number or a gamma that is not a positive finite number is an error
+    naming the file and the entry.
     """
-    best: dict[str, tuple[np.ndarray, float]] = {}
+    best: dict[str, Crop] = {}
     for name, entry, where in _box_entries(read_json(path, "box file", SpeedFileError), path):
         if not isinstance(name, str) or not name or not isinstance(entry, dict):
             raise SpeedFileError(f"{where}: needs a 'filename' (or 'image_name') and a 'bbox'")
@@ -638,13 +659,17 @@ def read_box_file(path: str) -> dict[str, tuple[np.ndarray, float]]:
         try:
             box = np.asarray(entry["bbox"], dtype=np.float64).reshape(-1)
             score = float(entry.get("score", 1.0))
+            gamma = float(entry.get("gamma", 1.0))
         except (TypeError, ValueError):
-            raise SpeedFileError(
-                f"{where} ('{name}'): 'bbox' must be 4 numbers and 'score' a number") from None
+            raise SpeedFileError(f"{where} ('{name}'): 'bbox' must be 4 numbers, 'score' and "
+                                 f"'gamma' numbers") from None
         if box.size != 4 or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
             raise SpeedFileError(
                 f"{where} ('{name}'): 'bbox' must be [x, y, w, h] with w, h > 0, got "
                 f"{entry['bbox']}")
-        if name not in best or score > best[name][1]:
-            best[name] = (box, score)
+        if not (math.isfinite(gamma) and gamma > 0):
+            raise SpeedFileError(f"{where} ('{name}'): 'gamma' must be a positive number, got "
+                                 f"{entry['gamma']}")
+        if name not in best or score > best[name].score:
+            best[name] = Crop(box, score, gamma)
     return best
