@@ -13,6 +13,7 @@ from lib.core.benchmark import (
     PLAIN,
     Mode,
     fit_epochs,
+    fit_epochs_keeping_first,
     measure_inference,
     reference_output,
     steady_epoch,
@@ -97,6 +98,16 @@ def test_fused_conv_bn_matches_plain(model_and_input):
     fast = _outputs(fused, x, True, False)
     assert (fast - plain).abs().max().item() < 1e-4 * max(1.0, plain.abs().max().item())
     np.testing.assert_array_equal(get_max_preds(fast)[0], get_max_preds(plain)[0])
+
+
+def test_fit_epochs_keeping_first_shrinks_the_later_runs_first():
+    # 8 coarse epochs of 18 s take 144 of 324 s (under 0.6 of it): kept; 180 s: 7 of 13 fine
+    assert fit_epochs_keeping_first(324.0, [8, 13], [18.0, 24.0], 0.6) == [8, 7]
+    # a third of 324 s holds 6 coarse epochs (108 s); the other 216 s hold 9 fine ones
+    assert fit_epochs_keeping_first(324.0, [8, 13], [18.0, 24.0], 1 / 3) == [6, 9]
+    assert fit_epochs_keeping_first(1e4, [8, 13], [18.0, 24.0], 0.6) == [8, 13]
+    assert fit_epochs_keeping_first(10.0, [8, 13], [18.0, 24.0], 0.6) == [1, 1]  # at least one
+    assert fit_epochs_keeping_first(100.0, [8], [18.0], 0.5) == [2]
 
 
 def test_fit_epochs_scales_every_run_alike_within_the_budget():

@@ -5,11 +5,14 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import load_script
 
 from lib.spacecraft.files import read_camera, read_labels, read_landmarks, speed_camera
 from lib.spacecraft.geometry import body_to_camera, project_points, quat_to_dcm
 from lib.spacecraft.renderer import (
+    MANIFEST_FILE,
     face_id_map,
+    render_difference,
     render_image,
     sample_pose,
     tango_model,
@@ -48,6 +51,32 @@ def test_layout_and_keys(speed_root, speed_set_args):
     for label in test_labels:
         assert (speed_root / "test" / "images" / label.filename).is_file()
         assert 3.0 <= np.linalg.norm(label.r) <= 10.0  # the default distances
+
+
+def test_the_manifest_tells_a_set_of_other_settings(speed_root, speed_set_args, tmp_path,
+                                                    monkeypatch):
+    """render.json holds the settings; render_difference names the first that differs, and the
+    demo renders a set again rather than use one of other counts."""
+    manifest = json.loads((speed_root / MANIFEST_FILE).read_text())
+    assert {key: manifest[key] for key in speed_set_args} == speed_set_args
+    assert manifest["domains"] == {} and manifest["distance_range"] == [3.0, 10.0]
+    assert render_difference(speed_root, speed_set_args) is None
+    assert render_difference(speed_root, {"distance_range": (3, 10)}) is None
+    asked = {**speed_set_args, "num_val": speed_set_args["num_val"] + 1}
+    assert render_difference(speed_root, asked) == (
+        f"num_val is {speed_set_args['num_val']}, asked {speed_set_args['num_val'] + 1}")
+    assert render_difference(speed_root, {"domains": {"sunlamp": 3}}) == (
+        "sunlamp: no images, asked 3")
+    assert render_difference(tmp_path, {}) == f"{tmp_path / MANIFEST_FILE} is missing"
+
+    demo = load_script("tools/speed_demo.py", monkeypatch)
+    args = demo.parse_args(["--data", str(tmp_path / "set"), "--train", "2", "--val", "1",
+                            "--test", "1", "--width", "64", "--height", "40", "--domains"])
+    assert demo.ensure_data(args) == "rendered"
+    assert demo.ensure_data(args) == "present"
+    args.val = 2
+    assert demo.ensure_data(args) == "rendered"
+    assert len(read_labels(tmp_path / "set" / "synthetic" / "validation.json")) == 2
 
 
 def test_same_seed_same_bytes_other_seed_other_images(speed_root, speed_set_args, run_tool,

@@ -169,7 +169,7 @@ def test_speedplus_set_is_deterministic_and_labels_fit(tmp_path, run_tool):
     run_tool("tools/make_speed_synthetic.py", "--out", tmp_path / "b", *args)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*")
                    if p.is_file())
-    assert len(files) == 6 + 5  # camera, keypoints, 4 label files; 5 images
+    assert len(files) == 7 + 5  # camera, keypoints, 4 label files, render.json; 5 images
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     camera = load_camera(tmp_path / "a")

@@ -40,6 +40,7 @@ from lib.config import ConfigValueError
 from lib.core.benchmark import (
     Mode,
     fit_epochs,
+    fit_epochs_keeping_first,
     measure_training,
     reference_output,
     steady_epoch,
@@ -50,7 +51,7 @@ from lib.core.speed_two_stage import box_file_path
 from lib.dataset.speed import spec2021_path, submission_path
 from lib.models import build_model
 from lib.spacecraft.files import read_submission, write_submission
-from lib.spacecraft.renderer import write_speed_synthetic
+from lib.spacecraft.renderer import render_difference, write_speed_synthetic
 from lib.utils.runtime import processor_summary, resolve_amp, select_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,13 @@ AFTER_TRAINING_FP32_FINE_EPOCHS = 6.0
 # places the crops, and the crop search forgives it (at 8 and 16 epochs alike, two-stage
 # validation scored no worse than oracle crops), where fine epochs are the score.
 MAX_EPOCH_FACTOR = 3.0
+# A slow host shortens the fine model's schedule first: the coarse one keeps its epochs up to
+# this share of the training time. Below its 8 epochs the coarse model loses the spacecraft on a
+# few images, whose crops cost more than the fine epochs gained (8-minute emulation on a 2-core
+# Zen 4 EPYC, 5 + 15 epochs: two-stage validation 0.291 against 0.133 with true boxes; on the
+# AMX Xeon 5 + 19 epochs scored 0.132 where 8 + 17 scored 0.117). The first plan's epoch
+# estimates run high (the coarse run then took 0.74-0.82x its estimate), hence more than half.
+COARSE_TIME_SHARE = 0.6
 SCORE_FIELDS = ("esa_score", "esa_score_spec2021", "rot_err_deg_mean", "rot_err_deg_median",
                 "trans_err_m_mean", "trans_err_rel_mean", "n")
 
@@ -117,16 +125,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def ensure_data(args: argparse.Namespace) -> str:
-    """Render the data set unless a complete one is in place."""
+    """Render the data set unless the one in place was rendered with these settings (its
+    render.json): a set of other counts, seed or size is rendered again, not used silently."""
     root = Path(args.data)
-    needed = [root / "camera.json", root / "keypoints.json", root / "synthetic" / "train.json",
-              root / "synthetic" / "validation.json", root / "test" / "test.json",
-              root / "test" / "labels.json"]
-    needed += [root / domain / name for domain in args.domains
-               for name in ("test.json", "labels.json")]
-    if all(path.is_file() for path in needed):
+    wanted = {"num_train": args.train, "num_val": args.val, "num_test": args.test,
+              "seed": args.seed, "width": args.width, "height": args.height,
+              "domains": {domain: args.domain_count for domain in args.domains}}
+    difference = render_difference(root, wanted)
+    if difference is None:
         print(f"== data set: {root} (already there)")
         return "present"
+    if root.is_dir() and any(root.iterdir()):
+        print(f"== the data set in {root} is not the one asked for ({difference}): rendering "
+              "it again")
     domains = "".join(f", {args.domain_count} {domain}" for domain in args.domains)
     print(f"== rendering the embedded data set into {root}: {args.train} train, {args.val} "
           f"validation, {args.test} test{domains} images of {args.width}x{args.height}")
@@ -190,9 +201,10 @@ class EpochPlan:
 
 
 def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> EpochPlan:
-    """Each model's epochs: TRAIN.END_EPOCH, all shrunk alike where they would not fit
-    --budget-minutes on this host less what follows training (the fine model's grows later,
-    in :func:`replan_fine_epochs`, where time is left)."""
+    """Each model's epochs: TRAIN.END_EPOCH, the fine model's shrunk where they would not fit
+    --budget-minutes on this host less what follows training (the coarse model's only beyond
+    COARSE_TIME_SHARE of it; the fine model's grow later, in
+    :func:`replan_fine_epochs`, where time is left)."""
     wanted = [config.TRAIN.END_EPOCH for config in configs]
     if args.budget_minutes <= 0:
         return EpochPlan(wanted, wanted, math.inf)
@@ -204,7 +216,8 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
     plan = EpochPlan(wanted, wanted, args.budget_minutes * 60.0, args.max_epoch_factor,
                      max(fp32_extra_s, 0.0))
     training_end_s = plan.training_end_s(seconds[1])
-    plan.epochs = fit_epochs(training_end_s - spent_s, wanted, seconds)
+    plan.epochs = fit_epochs_keeping_first(training_end_s - spent_s, wanted, seconds,
+                                           COARSE_TIME_SHARE)
     print(f"== time budget {args.budget_minutes:g} min: an epoch takes about "
           + " and ".join(f"{s:.0f} s ({name})" for s, name in zip(seconds, ("coarse", "fine"),
                                                                    strict=True))

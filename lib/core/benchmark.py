@@ -183,6 +183,19 @@ def fit_epochs(budget_s: float, epochs: Sequence[int], epoch_seconds: Sequence[f
     return [max(1, math.floor(count * factor)) for count in epochs]
 
 
+def fit_epochs_keeping_first(budget_s: float, epochs: Sequence[int],
+                             epoch_seconds: Sequence[float], first_share: float) -> list[int]:
+    """Epochs for runs trained one after the other within ``budget_s`` seconds, where the first
+    run keeps its ``epochs[0]`` up to ``first_share`` of the budget (as many as fit there, at
+    least one) and the later runs share the rest alike (:func:`fit_epochs`): for a run that the
+    others build on (the two-stage demo's coarse model places every crop of the fine one), where
+    a shortened schedule costs more than it frees."""
+    first = max(1, min(epochs[0], math.floor(first_share * max(budget_s, 0.0)
+                                             / epoch_seconds[0])))
+    rest = fit_epochs(budget_s - first * epoch_seconds[0], epochs[1:], epoch_seconds[1:])
+    return [first, *rest]
+
+
 def steady_epoch(run_s: float, epoch_seconds: Sequence[float]) -> tuple[float, float]:
     """(seconds of a steady epoch, seconds paid once) of a training run that took ``run_s``
     in all: the first epoch also decodes every image into the cache and the run builds its

@@ -19,6 +19,7 @@ and lens; here they get the geometry (what each pixel sees, shadows, where the l
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sys
@@ -54,6 +55,7 @@ from lib.spacecraft.files import (
     write_landmarks,
 )
 from lib.spacecraft.geometry import body_to_camera, project_points, quat_to_dcm, random_quaternions
+from lib.utils.io import write_json_atomic
 
 __all__ = [
     "SatelliteModel",
@@ -63,6 +65,8 @@ __all__ = [
     "render_domain_image",
     "face_id_map",
     "write_speed_synthetic",
+    "render_difference",
+    "MANIFEST_FILE",
     "CAMERAS",
     "DOMAINS",
 ]
@@ -741,6 +745,7 @@ def render_domain_image(
 
 
 # -------------------------------------------------------------------------------------- writing
+MANIFEST_FILE = "render.json"  # write_speed_synthetic's settings, written when the set is whole
 CAMERAS = {"speed": speed_camera, "speedplus": speedplus_camera}  # write_speed_synthetic's choice
 MIN_DISTANCE, MAX_DISTANCE = 2.2, 50.0  # SPEED+'s closest poses; SPEED's farthest
 
@@ -885,7 +890,41 @@ def write_speed_synthetic(
     for name in ["test", *wanted]:  # unlabelled as the challenge gave them, truth beside
         write_labels(out / name / "test.json", [PoseLabel(lab.filename) for lab in labels[name]])
         write_labels(out / name / "labels.json", labels[name])
+    # last: its presence says the set is complete, and what rendered it
+    write_json_atomic(out / MANIFEST_FILE, {
+        "num_train": counts[0], "num_val": counts[1], "num_test": counts[2], "seed": int(seed),
+        "width": int(width), "height": int(height), "earth_fraction": float(earth_fraction),
+        "distance_range": [float(value) for value in distance_range],
+        "jpeg_quality": int(jpeg_quality), "camera": camera,
+        "domains": {name: domain_count for name in wanted}}, indent=1)
     return {name: count for name, _, count, _ in splits}
+
+
+def render_difference(out_dir: str | os.PathLike, wanted: dict) -> str | None:
+    """Why the set in ``out_dir`` is not what :func:`write_speed_synthetic` with the keyword
+    arguments ``wanted`` (any of them; ``domains`` as {name: images}) would write, in a few
+    words; None when it is. Only the settings are compared, from the set's MANIFEST_FILE: a set
+    without one (unfinished, or older than it) differs."""
+    path = Path(out_dir) / MANIFEST_FILE
+    try:
+        have = json.loads(path.read_text())
+    except FileNotFoundError:
+        return f"{path} is missing"
+    except (OSError, ValueError) as error:
+        return f"{path} is unreadable ({error})"
+    if not isinstance(have, dict):
+        return f"{path} is not a JSON object"
+    for key, value in wanted.items():
+        if key == "domains":
+            rendered = have.get("domains") if isinstance(have.get("domains"), dict) else {}
+            for name, count in value.items():
+                if rendered.get(name) != count:
+                    return f"{name}: {rendered.get(name, 'no')} images, asked {count}"
+            continue
+        expected = [float(v) for v in value] if key == "distance_range" else value
+        if have.get(key) != expected:
+            return f"{key} is {have.get(key)!r}, asked {expected!r}"
+    return None
 
 
 def _domain_names(domains: Sequence[str] | str) -> list[str]:
