@@ -97,6 +97,13 @@ def test_bf16_probe_measures_only_where_onednn_has_bf16_kernels(monkeypatch):
     with torch.inference_mode():
         assert runtime.cpu_bf16_speedup() > 0.0
     runtime.cpu_bf16_speedup.cache_clear()
+    # a seeded run that probes first draws what one that finds the answer cached draws
+    torch.manual_seed(5)
+    assert runtime.cpu_bf16_speedup() > 0.0
+    probed = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), probed)
+    runtime.cpu_bf16_speedup.cache_clear()
 
 
 @pytest.mark.parametrize("speedup, expected", [(0.3, False), (1.9, True)])

@@ -87,8 +87,10 @@ def cpu_bf16_speedup() -> float:
     """
     if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         return 0.0
-    # the first caller may be a prediction under torch.inference_mode: the probe needs autograd
-    with torch.inference_mode(False), torch.enable_grad():
+    # the first caller may be a prediction under torch.inference_mode: the probe needs autograd;
+    # and it may be a seeded training run, whose random stream the probe's weights and input
+    # must not shift (the first run of a process drew other batches than the next ones)
+    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
         return _bf16_step_ratio()
 
 
