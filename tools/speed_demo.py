@@ -141,9 +141,12 @@ def ensure_data(args: argparse.Namespace) -> str:
     domains = "".join(f", {args.domain_count} {domain}" for domain in args.domains)
     print(f"== rendering the embedded data set into {root}: {args.train} train, {args.val} "
           f"validation, {args.test} test{domains} images of {args.width}x{args.height}")
-    write_speed_synthetic(root, args.train, args.val, args.test, args.seed, width=args.width,
-                          height=args.height, show_progress=True, domains=args.domains,
-                          num_domain=args.domain_count)
+    try:
+        write_speed_synthetic(root, args.train, args.val, args.test, args.seed,
+                              width=args.width, height=args.height, show_progress=True,
+                              domains=args.domains, num_domain=args.domain_count)
+    except ValueError as error:  # the renderer checks its arguments before it writes anything
+        raise ConfigValueError(f"the data set's options: {error}") from None
     return "rendered"
 
 
