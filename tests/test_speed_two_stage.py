@@ -32,7 +32,13 @@ from lib.spacecraft.files import (
     write_box_file,
 )
 from lib.spacecraft.geometry import project_points
-from lib.spacecraft.pose_solver import pnp_options, pose_agreement, solve_poses
+from lib.spacecraft.pose_solver import (
+    agreeing_landmarks,
+    pnp_options,
+    pose_agreement,
+    relative_residuals,
+    solve_poses,
+)
 
 WIDTH, HEIGHT = 320, 200  # conftest's shared set
 NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
@@ -227,6 +233,28 @@ def test_pose_agreement_counts_the_confidence_of_the_landmarks_the_pose_explains
     poses.success[1] = False
     agreement = pose_agreement(landmarks, poses, BODY, CAMERA, None, 0.02)
     np.testing.assert_allclose(agreement, [10 * 0.5, 0.0])
+
+
+def test_pose_agreement_ranks_landmarks_that_all_miss_the_tolerance():
+    """Two images whose every landmark misses its pose by more than the 2% a count needs (both
+    would score 0, a tie): the graded agreement still prefers the less scattered one, and
+    matches its Gaussian weight of each residual."""
+    landmarks = true_landmarks([8.0, 8.0])
+    rng = np.random.default_rng(36)  # a draw that PnP explains no landmark of within 2%
+    size = np.sqrt(np.prod(np.ptp(landmarks[0, :, :2], axis=0)))
+    directions = rng.normal(size=(11, 2))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    landmarks[0, :, :2] += 0.08 * size * directions
+    landmarks[1, :, :2] += 0.16 * size * directions
+    poses = solve_poses(landmarks[..., :2], landmarks[..., 2], BODY, CAMERA, None,
+                        **pnp_options(candidate_cfg({"TEST.PNP_RANSAC_REPROJ_ERR": 20.0})))
+    assert poses.success.all()
+    residuals = relative_residuals(landmarks, poses, BODY, CAMERA, None)
+    assert np.all(residuals > 0.02)
+    assert not agreeing_landmarks(landmarks, poses, BODY, CAMERA, None, 0.02).any()
+    agreement = pose_agreement(landmarks, poses, BODY, CAMERA, None, 0.02)
+    np.testing.assert_allclose(agreement, np.exp(-0.5 * (residuals / 0.02) ** 2).sum(axis=1))
+    assert agreement[0] > agreement[1] > 0
 
 
 def test_search_crops_keeps_the_candidate_whose_landmarks_agree_with_their_pose():

@@ -253,7 +253,8 @@ _C.TEST.SPEED_CROP_REFINE = 0
 # New (two-stage): more enlargements of the coarse box tried as crops, each re-framed as above;
 # per image the crop whose fine landmarks agree best with their own PnP pose wins ...
 _C.TEST.SPEED_CROP_CANDIDATES = []
-# ... agreeing = reprojected within this fraction of the landmarks' box size (sqrt(w h)).
+# ... agreement = the landmarks' confidences weighted by exp(-u^2 / 2), u = the reprojection
+# residual over this fraction of the landmarks' box size (sqrt(w h)).
 _C.TEST.SPEED_CROP_AGREEMENT_TOL = 0.02
 # New (two-stage): tone curves tried on the chosen crops, each a gamma (pixels v -> 255 (v/255)
 # ** gamma; < 1 lifts shadows): per image the fine model's landmarks through each curve and
