@@ -45,6 +45,10 @@ def test_demo_runs_every_stage_and_scores_the_domain_gap(tmp_path, run_tool):
     for domain in ("lightbox", "sunlamp"):
         assert (data / domain / "test.json").is_file()
         assert (data / domain / "labels.json").is_file()
+    # the scores name their worst images: here all of them, carrying all of the score
+    assert re.search(r"validation, coarse model \(two-stage\): the 3 worst images carry 100% "
+                     r"of the score \(img\d+\.jpg [\d.]+, \d+ deg", text), text
+    assert "test, coarse model (two-stage): the 2 worst images carry 100% of the score" in text
     gap = text[text.index("== across the domain gap"):]
     demo_row = re.search(r"\| demo model \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", gap)
     adapted_row = re.search(r"\| \+ test-time adaptation \(2 steps\) \| - \| ([\d.]+) \| "

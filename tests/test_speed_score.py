@@ -96,6 +96,25 @@ def test_spec2021_file_scored_per_category_and_together(spec2021, run_tool):
     assert_scores(result["sunlamp"], EXPECTED["sunlamp"])
 
 
+def test_worst_lists_the_images_of_highest_score_and_their_share(spec2021, run_tool):
+    done = run_tool(SCORE, "--gt", f"lightbox={spec2021['lightbox']}",
+                    "--gt", f"sunlamp={spec2021['sunlamp']}",
+                    "--submission", spec2021["submission"], "--worst", "2")
+    result = json.loads(done.stdout)
+    assert_scores(result, EXPECTED["all"])  # the scores do not move
+    d_score, c_score = np.pi / 2 + 0.05, 0.2
+    assert [(w["category"], w["filename"]) for w in result["worst"]] == [
+        ("sunlamp", "img000004.jpg"), ("sunlamp", "img000003.jpg")]
+    assert result["worst"][0]["esa_score"] == pytest.approx(d_score, rel=1e-9)
+    assert result["worst"][0]["rot_err_deg"] == pytest.approx(90.0, rel=1e-9)
+    assert result["worst"][1]["trans_err_rel"] == pytest.approx(0.2, rel=1e-9)
+    total = 0.0002 + TEN + c_score + d_score
+    assert result["worst_share"] == pytest.approx((d_score + c_score) / total, rel=1e-9)
+    done = run_tool(SCORE, "--gt", f"lightbox={spec2021['lightbox']}",
+                    "--submission", spec2021["submission"], "--worst", "-1", check=False)
+    assert done.returncode == 2 and "--worst -1" in done.stderr
+
+
 def test_kit_file_and_older_headered_file_score_the_same(tmp_path, run_tool):
     names = list(TRUTH)
     labels = write_labels_json(tmp_path / "labels.json", names)
@@ -245,6 +264,14 @@ def test_one_rotated_image_gives_the_known_score(labels_path, run_tool, tmp_path
     assert result["esa_score"] == pytest.approx(np.deg2rad(6.0) / 3, abs=1e-6)
     assert result["rot_err_deg_mean"] == pytest.approx(2.0, abs=1e-5)
     assert result["rot_err_deg_median"] == pytest.approx(0.0, abs=1e-5)
+    assert "worst" not in result
+    ranked = json.loads(run_tool(SCORE, "--gt", labels_path, "--submission", sub,
+                                 "--worst", "5").stdout)
+    first = read_labels(labels_path)[0].filename
+    assert [w["filename"] for w in ranked["worst"]][0] == first
+    assert len(ranked["worst"]) == 3 and "category" not in ranked["worst"][0]
+    assert ranked["worst"][0]["rot_err_deg"] == pytest.approx(6.0, abs=1e-5)
+    assert ranked["worst_share"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_missing_row_exits_2_naming_the_file(labels_path, run_tool, tmp_path):

@@ -8,6 +8,9 @@ SPEC2021 (9 columns category,filename,q0,...,z, both test domains in one file):
 Prints one JSON object: esa_score, esa_score_spec2021, rot_err_deg_mean, rot_err_deg_median,
 trans_err_m_mean, trans_err_rel_mean, n over all images, plus, per category given, an object of
 the same keys ("lightbox": {...}, "sunlamp": {...}), as the leaderboard scored each domain.
+With --worst N also "worst": the N images of highest ESA score (filename, category where the
+file has one, esa_score, rot_err_deg, trans_err_rel), and "worst_share": the part of the summed
+score they carry (a mean of 100 images is often held up by three).
 A plain --gt also scores a 9-column file (all its rows against that labels file). Any problem
 with the files exits with code 2 and one line naming the file and the line at fault.
 """
@@ -27,7 +30,7 @@ from lib.spacecraft.files import (
     read_labels,
     read_submission,
 )
-from lib.spacecraft.scores import pose_score_summary
+from lib.spacecraft.scores import esa_score, pose_errors, pose_score_summary
 
 # printed key -> name in pose_score_summary
 KEYS = (
@@ -78,7 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--submission", required=True,
                         help="filename,q0,q1,q2,q3,x,y,z rows, or category,filename,... rows")
     parser.add_argument("--camera", help="camera.json (validated only: the score needs no camera)")
+    parser.add_argument("--worst", type=int, default=0, metavar="N",
+                        help="also list the N images of highest score and the share they carry")
     args = parser.parse_args(argv)
+    if args.worst < 0:
+        parser.error(f"--worst {args.worst}: give a number of images, 0 or more")
     try:
         args.gt = parse_gt(args.gt)
     except ValueError as err:
@@ -92,16 +99,38 @@ def summary(q_gt: np.ndarray, r_gt: np.ndarray, q_est: np.ndarray, r_est: np.nda
     return {**{key: scores[name] for key, name in KEYS}, "n": len(q_gt)}
 
 
-def score(gt: str | dict[str, str], submission_path: str) -> dict:
+def worst_images(names: list[str], categories: list[str] | None, q_gt: np.ndarray,
+                 r_gt: np.ndarray, q_est: np.ndarray, r_est: np.ndarray, count: int) -> dict:
+    """The ``count`` images of highest ESA score, worst first, and the share of the summed
+    score they carry."""
+    errors = pose_errors(q_gt, r_gt, q_est, r_est)
+    per_image = esa_score(errors.rot_rad, errors.trans_rel)
+    order = np.argsort(-per_image, kind="stable")[:count]
+    worst = [{**({"category": categories[i]} if categories else {}), "filename": names[i],
+              "esa_score": float(per_image[i]),
+              "rot_err_deg": float(np.rad2deg(errors.rot_rad[i])),
+              "trans_err_rel": float(errors.trans_rel[i])} for i in order]
+    total = float(per_image.sum())
+    return {"worst": worst, "worst_share": float(per_image[order].sum()) / total if total else 0.0}
+
+
+def score(gt: str | dict[str, str], submission_path: str, worst: int = 0) -> dict:
     """The JSON-ready score of a submission (errors from lib name the file and line).
 
     ``gt`` is a labels path (every row scored against it) or {category: labels path}: then each
     category's rows are matched with its labels, and a row of a category without labels is an
-    error; the result holds all images together plus one object per category.
+    error; the result holds all images together plus one object per category. With ``worst``
+    it also lists that many images of highest score (:func:`worst_images`).
     """
     submission = read_submission(submission_path)
     if isinstance(gt, str):
-        return summary(*match_submission(read_labels(gt), submission, gt, submission_path))
+        labels = read_labels(gt)
+        poses = match_submission(labels, submission, gt, submission_path)
+        result = summary(*poses)
+        if worst:
+            result.update(worst_images([label.filename for label in labels], None, *poses,
+                                       worst))
+        return result
     if submission.categories is None:
         raise SpeedFileError(f"{submission_path}: has no category column (8 columns); "
                              "--gt CATEGORY=LABELS scores the 9-column SPEC2021 file, "
@@ -125,8 +154,13 @@ def score(gt: str | dict[str, str], submission_path: str) -> dict:
                                           category)
                for category, entries in labels.items()}
     together = [np.concatenate([poses[k] for poses in matched.values()]) for k in range(4)]
-    return {**summary(*together),
-            **{category: summary(*poses) for category, poses in matched.items()}}
+    result = {**summary(*together),
+              **{category: summary(*poses) for category, poses in matched.items()}}
+    if worst:
+        names = [label.filename for entries in labels.values() for label in entries]
+        categories = [category for category, entries in labels.items() for _ in entries]
+        result.update(worst_images(names, categories, *together, worst))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.camera:
             read_camera(args.camera)
-        result = score(args.gt, args.submission)
+        result = score(args.gt, args.submission, args.worst)
     except (ValueError, FileNotFoundError) as err:
         print(f"speed_score.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
