@@ -30,6 +30,17 @@ def test_the_fine_model_starts_from_the_coarse_one_where_they_are_one_network(mo
     assert demo.fine_start_weights(coarse, fine, "coarse.pth") == ""
 
 
+def test_an_emulated_slow_host_shrinks_the_budget_by_its_rate(monkeypatch):
+    """The budget in this host's seconds: 20 minutes of a host whose fine step runs 140 img/s
+    are 8 minutes of one at 350, whatever spell this host is in; a faster 'emulation' leaves
+    the budget alone."""
+    demo = load_script("tools/speed_demo.py", monkeypatch)
+    assert demo.emulated_budget_s(20.0, 350.0, 140.0) == pytest.approx(480.0)
+    assert demo.emulated_budget_s(20.0, 280.0, 140.0) == pytest.approx(600.0)
+    assert demo.emulated_budget_s(20.0, 350.0, 0.0) == 1200.0
+    assert demo.emulated_budget_s(20.0, 100.0, 140.0) == 1200.0
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_scores_the_domain_gap(tmp_path, run_tool):
     data, out = tmp_path / "data", tmp_path / "out"

@@ -115,6 +115,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the whole demo's time: both models' TRAIN.END_EPOCH shrink alike "
                              "where they would not fit this host, the fine model's grows where "
                              "time is left (0: the configs' epochs)")
+    parser.add_argument("--emulate-fine-rate", type=float, default=0.0, metavar="IMG_PER_S",
+                        help="emulate a slower host, whose fine training step runs this many "
+                             "images a second: the budget shrinks by this rate over the one "
+                             "timed here, so a host's own drift does not move the emulation "
+                             "(0: this host as it is)")
     parser.add_argument("--max-epoch-factor", type=float, default=MAX_EPOCH_FACTOR,
                         help="how far a fast host may grow the fine model's epochs to fill the "
                              "budget (1: shrink only)")
@@ -205,6 +210,15 @@ class EpochPlan:
         return self.budget_s - AFTER_TRAINING_FP32_FINE_EPOCHS * fp32_epoch_s
 
 
+def emulated_budget_s(budget_minutes: float, fine_rate: float, emulated_rate: float) -> float:
+    """The budget in this host's seconds: ``budget_minutes`` as they are, or, to emulate a
+    host whose fine step runs ``emulated_rate`` images a second (0: none), shrunk by that
+    rate over this host's ``fine_rate``. Every later stage then runs as that host's would,
+    all of them assumed slower by the same factor."""
+    budget_s = budget_minutes * 60.0
+    return budget_s * min(emulated_rate / fine_rate, 1.0) if emulated_rate > 0 else budget_s
+
+
 def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> EpochPlan:
     """Each model's epochs: TRAIN.END_EPOCH, the fine model's shrunk where they would not fit
     --budget-minutes on this host less what follows training (the coarse model's only beyond
@@ -218,12 +232,17 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
     fp32_extra_s = (args.train / step_rate(configs[1], False) - args.train / rates[1]
                     if training_amp(configs[1]) else 0.0)
     seconds = [epoch_seconds(rate, args.train, args.val) for rate in rates]
-    plan = EpochPlan(wanted, wanted, args.budget_minutes * 60.0, args.max_epoch_factor,
-                     max(fp32_extra_s, 0.0))
+    plan = EpochPlan(wanted, wanted,
+                     emulated_budget_s(args.budget_minutes, rates[1], args.emulate_fine_rate),
+                     args.max_epoch_factor, max(fp32_extra_s, 0.0))
+    if args.emulate_fine_rate > 0:
+        print(f"== emulating a host whose fine step runs {args.emulate_fine_rate:g} img/s "
+              f"({rates[1]:.0f} here): the {args.budget_minutes:g}-minute budget is "
+              f"{plan.budget_s / 60:.1f} minutes of this host")
     training_end_s = plan.training_end_s(seconds[1])
     plan.epochs = fit_epochs_keeping_first(training_end_s - spent_s, wanted, seconds,
                                            COARSE_TIME_SHARE)
-    print(f"== time budget {args.budget_minutes:g} min: an epoch takes about "
+    print(f"== time budget {plan.budget_s / 60:.3g} min: an epoch takes about "
           + " and ".join(f"{s:.0f} s ({name})" for s, name in zip(seconds, ("coarse", "fine"),
                                                                    strict=True))
           + f" here (a timed training step, {precision(configs[1])}); "
@@ -418,6 +437,9 @@ def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.emulate_fine_rate < 0:
+        raise ConfigValueError(f"--emulate-fine-rate {args.emulate_fine_rate:g}: must be a rate "
+                               f"in images a second, or 0 for this host as it is")
     if args.max_epoch_factor < 1:
         raise ConfigValueError(f"--max-epoch-factor {args.max_epoch_factor:g}: must be at least "
                                f"1 (1: never more than the configs' epochs)")
