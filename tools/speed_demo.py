@@ -437,7 +437,7 @@ def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.emulate_fine_rate < 0:
+    if not args.emulate_fine_rate >= 0:  # NaN too
         raise ConfigValueError(f"--emulate-fine-rate {args.emulate_fine_rate:g}: must be a rate "
                                f"in images a second, or 0 for this host as it is")
     if args.max_epoch_factor < 1:
