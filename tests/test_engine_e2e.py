@@ -192,6 +192,17 @@ def test_weight_average_is_what_gets_saved_and_resumes_bit_exactly(coco_root, tm
         assert torch.equal(resumed[key], final[key]), key
 
 
+def test_validating_every_second_epoch_validates_after_epochs_2_and_3_only(coco_root, tmp_path):
+    log = _run("tools/train.py", _opts(coco_root, tmp_path, {"TRAIN.END_EPOCH": 3,
+                                                             "TRAIN.VALIDATE_EVERY": 2})).stderr
+    assert log.count("| Arch |") == 2  # one AP table per validation
+    assert log.count("=> saving checkpoint") == 3  # checkpoint.pth after every epoch
+    first_validation = log.index("Test: [0/")  # after epoch index 1, not after 0
+    assert log.index("Epoch: [1][0/") < first_validation < log.index("Epoch: [2][0/")
+    checkpoint = load_checkpoint_file(str(tmp_path / "output" / RUN / "checkpoint.pth"))
+    assert checkpoint["epoch"] == 3 and math.isfinite(checkpoint["best_perf"])
+
+
 def test_weight_average_decay_must_lie_between_0_and_1(coco_root, tmp_path):
     proc = _run("tools/train.py", _opts(coco_root, tmp_path, {"TRAIN.EMA_DECAY": 1.5}), check=False)
     assert proc.returncode != 0 and "TRAIN.EMA_DECAY must lie between 0 and 1" in proc.stderr

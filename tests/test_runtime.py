@@ -54,6 +54,15 @@ def test_best_model_ranks_by_the_perf_direction_and_skips_unlabelled_perf():
     assert not _is_better(inf, 9.0, False) and not _is_better(-inf, 0.1, True)
 
 
+def test_training_validates_every_nth_epoch_counted_from_the_schedules_start_and_the_last():
+    from lib.core.engine import validates_after
+
+    assert [e for e in range(10) if validates_after(e, 4, 10)] == [3, 7, 9]
+    assert [e for e in range(10) if validates_after(e, 1, 10)] == list(range(10))  # original
+    assert [e for e in range(5, 10) if validates_after(e, 4, 10)] == [7, 9]  # resumed at 5
+    assert [e for e in range(3) if validates_after(e, 8, 3)] == [2]  # only the last
+
+
 def test_an_unknown_subpixel_method_stops_the_run_before_it_starts(tmp_path):
     from lib.config import default_config
     from lib.core.engine import run_training

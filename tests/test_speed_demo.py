@@ -41,6 +41,21 @@ def test_an_emulated_slow_host_shrinks_the_budget_by_its_rate(monkeypatch):
     assert demo.emulated_budget_s(20.0, 100.0, 140.0) == 1200.0
 
 
+def test_what_follows_training_is_reserved_per_image_it_handles(monkeypatch):
+    """The reserve after training grows with the validation and test splits and with the
+    domains' images: the demo's 300 / 300 / 2 x 100 keep 6.8 fp32 fine epochs."""
+    demo = load_script("tools/speed_demo.py", monkeypatch)
+    default = demo.parse_args([])
+    assert (default.val, default.test, default.domain_count) == (300, 300, 100)
+    assert demo.after_training_fp32_epochs(default) == pytest.approx(6.8)
+    larger = demo.parse_args(["--val", "1000", "--test", "1000"])
+    assert demo.after_training_fp32_epochs(larger) == pytest.approx(6.8 + 0.0025 * 1400)
+    no_domains = demo.parse_args(["--domains"])
+    assert demo.after_training_fp32_epochs(no_domains) == pytest.approx(1.8)
+    plan = demo.EpochPlan([8, 17], [8, 17], 1200.0, after_fp32_epochs=6.8, fp32_extra_s=5.0)
+    assert plan.training_end_s(15.0) == pytest.approx(1200.0 - 6.8 * 20.0)
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_scores_the_domain_gap(tmp_path, run_tool):
     data, out = tmp_path / "data", tmp_path / "out"

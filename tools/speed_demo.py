@@ -64,13 +64,17 @@ LOOP_OVERHEAD = 1.5
 VALIDATION_COST = 1.0
 # What comes after training (inference with the crop search, the test domains, adaptation,
 # self-training, pictures) is mostly the fine model and PnP again, in fp32 (TEST.AMP off), so it
-# is reserved in fine epochs of this host as they would run in fp32: 91 s against 16 s bf16
-# epochs (~20.5 s in fp32: 4.4) on a 2-core AMX Xeon; 330 s against 54 s fp32 epochs (6.1) on
-# a 2-core AVX2 EPYC before the crop search decoded each image once and PnP ran on both cores,
-# which took a quarter off the AMX Xeon's 123 s. Three rounds of self-training on both domains
-# (f33a548) took it from ~80 s to 121 s against ~20 s fp32 epochs on the AMX Xeon (6.0; the
-# first round now reads the crops the domains' test found: ~10 s less).
-AFTER_TRAINING_FP32_FINE_EPOCHS = 6.0
+# is reserved in fine epochs of this host as they would run in fp32, per image it handles: on a
+# 2-core Zen 4 EPYC (fp32 fine epochs ~23 s) the two-stage validation, its oracle twin and the
+# two-stage test took 27 s for 300 + 300 images (0.002 epochs an image), the two domains'
+# plain and adapted tests and three rounds of self-training 92 s for 100 + 100 (0.02 an image),
+# the pictures 5 s; a weaker model (10 fine epochs) took 39 s and 104 s: PnP retries more and
+# self-training keeps fewer images. On a 2-core AMX Xeon the 100 / 100 / 2 x 100 demo took 6.0
+# epochs (~121 s against ~20 s fp32 epochs). These reserve 6.8 for the default 300 / 300 /
+# 2 x 100.
+EVALUATION_FP32_FINE_EPOCHS_PER_IMAGE = 0.0025
+DOMAIN_FP32_FINE_EPOCHS_PER_IMAGE = 0.025
+PICTURES_FP32_FINE_EPOCHS = 0.3
 # A fast host spends what is left of the budget on the fine model, up to this many times its
 # config's epochs (a GPU would otherwise train for hundreds). Not on the coarse one: it only
 # places the crops, and the crop search forgives it (at 8 and 16 epochs alike, two-stage
@@ -97,8 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--coarse-cfg", default="experiments/speed/hrnet/demo_coarse.yaml")
     parser.add_argument("--fine-cfg", default="experiments/speed/hrnet/demo_fine.yaml")
     parser.add_argument("--train", type=int, default=4000, help="training images to render")
-    parser.add_argument("--val", type=int, default=100, help="validation images to render")
-    parser.add_argument("--test", type=int, default=100, help="test images to render")
+    # 300 each: at 100 the mean moved by +-0.03 with the three worst images of a split
+    parser.add_argument("--val", type=int, default=300, help="validation images to render")
+    parser.add_argument("--test", type=int, default=300, help="test images to render")
     parser.add_argument("--width", type=int, default=640, help="rendered image width")
     parser.add_argument("--height", type=int, default=400, help="rendered image height")
     parser.add_argument("--seed", type=int, default=2019, help="data set seed")
@@ -185,29 +190,42 @@ def probe_rates(configs: list) -> list[float]:
     return [max(readings) for readings in zip(*rounds, strict=True)]
 
 
-def epoch_seconds(rate: float, train_images: int, val_images: int) -> float:
+def epoch_seconds(rate: float, train_images: int, val_images: int,
+                  validate_every: int = 1) -> float:
     """Seconds an epoch should take at a training step of ``rate`` images per second, scaled
-    up for the loop and validation."""
-    return (train_images * LOOP_OVERHEAD + val_images * VALIDATION_COST) / rate
+    up for the loop and for validation after every ``validate_every``-th epoch
+    (TRAIN.VALIDATE_EVERY), averaged over the run."""
+    return (train_images * LOOP_OVERHEAD + val_images * VALIDATION_COST / validate_every) / rate
+
+
+def after_training_fp32_epochs(args: argparse.Namespace) -> float:
+    """What follows training, in fp32 fine epochs of this host: the validation and test
+    splits, the test domains (with adaptation and self-training) and the pictures."""
+    return (EVALUATION_FP32_FINE_EPOCHS_PER_IMAGE * (args.val + args.test)
+            + DOMAIN_FP32_FINE_EPOCHS_PER_IMAGE * args.domain_count * len(args.domains)
+            + PICTURES_FP32_FINE_EPOCHS)
 
 
 @dataclass
 class EpochPlan:
     """Both models' TRAIN.END_EPOCH, the epochs they get, the demo's budget in seconds (inf:
-    none), how far the fine model's epochs may grow and the seconds an epoch of the fine
-    model's steps would add in fp32 (0 when it trains in fp32)."""
+    none), how far the fine model's epochs may grow, the seconds an epoch of the fine model's
+    steps would add in fp32 (0 when it trains in fp32) and what follows training, in fp32 fine
+    epochs (after_training_fp32_epochs)."""
 
     wanted: list[int]
     epochs: list[int]
     budget_s: float
     max_factor: float = 1.0
     fp32_extra_s: float = 0.0
+    after_fp32_epochs: float = 0.0
+    fine_rate: float = 0.0  # this host's fine step, images a second, as timed at the start
 
     def training_end_s(self, fine_epoch_s: float) -> float:
         """The demo-clock second by which training must end, for fine epochs of this length:
         the rest of the budget is what follows training."""
         fp32_epoch_s = fine_epoch_s + self.fp32_extra_s
-        return self.budget_s - AFTER_TRAINING_FP32_FINE_EPOCHS * fp32_epoch_s
+        return self.budget_s - self.after_fp32_epochs * fp32_epoch_s
 
 
 def emulated_budget_s(budget_minutes: float, fine_rate: float, emulated_rate: float) -> float:
@@ -231,10 +249,12 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
     # the steps alone get slower in fp32; the loop's data and logging do not
     fp32_extra_s = (args.train / step_rate(configs[1], False) - args.train / rates[1]
                     if training_amp(configs[1]) else 0.0)
-    seconds = [epoch_seconds(rate, args.train, args.val) for rate in rates]
+    seconds = [epoch_seconds(rate, args.train, args.val, config.TRAIN.VALIDATE_EVERY)
+               for rate, config in zip(rates, configs, strict=True)]
     plan = EpochPlan(wanted, wanted,
                      emulated_budget_s(args.budget_minutes, rates[1], args.emulate_fine_rate),
-                     args.max_epoch_factor, max(fp32_extra_s, 0.0))
+                     args.max_epoch_factor, max(fp32_extra_s, 0.0),
+                     after_training_fp32_epochs(args), rates[1])
     if args.emulate_fine_rate > 0:
         print(f"== emulating a host whose fine step runs {args.emulate_fine_rate:g} img/s "
               f"({rates[1]:.0f} here): the {args.budget_minutes:g}-minute budget is "
@@ -260,11 +280,21 @@ def replan_fine_epochs(plan: EpochPlan, args: argparse.Namespace, configs: list,
     the host's speed at planning time may have drifted since), the fine run pays the same
     one-off cost (its own image cache), and it gets what is left of the training time, up to
     its TRAIN.END_EPOCH times the plan's growth limit. The first plan rounds each schedule
-    down and guesses the loop's overhead; this spends the slack."""
+    down and guesses the loop's overhead; this spends the slack. An emulated host's budget
+    (``plan.budget_s``) is set again from both timings of this host's fine step."""
     if not math.isfinite(plan.budget_s):
         return plan.epochs[1]
-    coarse_estimate_s, fine_estimate_s = (epoch_seconds(rate, args.train, args.val)
-                                          for rate in probe_rates(configs))
+    rates = probe_rates(configs)
+    if args.emulate_fine_rate > 0:
+        # one timing of the step reads this host anywhere from 335 to 451 img/s with its epochs
+        # the same 13-14 s (Zen 4 EPYC): the emulated budget takes the mean of both timings
+        host_rate = 0.5 * (plan.fine_rate + rates[1])
+        plan.budget_s = emulated_budget_s(args.budget_minutes, host_rate, args.emulate_fine_rate)
+        print(f"== this host's fine step timed again: {rates[1]:.0f} img/s ({host_rate:.0f} on "
+              f"average): the emulated budget is {plan.budget_s / 60:.1f} minutes of this host")
+    coarse_estimate_s, fine_estimate_s = (
+        epoch_seconds(rate, args.train, args.val, config.TRAIN.VALIDATE_EVERY)
+        for rate, config in zip(rates, configs, strict=True))
     steady_s, once_s = steady_epoch(coarse_s, coarse_epoch_s)
     calibration = steady_s / coarse_estimate_s
     fine_epoch_s = fine_estimate_s * calibration

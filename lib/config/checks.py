@@ -152,6 +152,7 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     # 0 epochs would write untrained weights as final_state.pth over a trained one
     ("TRAIN.END_EPOCH", _int_at_least(1), "be an int >= 1 (the epoch training stops at)"),
     ("TRAIN.BATCH_SIZE_PER_GPU", _int_at_least(1), "be an int >= 1"),
+    ("TRAIN.VALIDATE_EVERY", _int_at_least(1), "be an int >= 1 (1: every epoch)"),
     ("TRAIN.EMA_DECAY", lambda v: _is_real(v) and 0 <= v < 1, "lie between 0 and 1 (0 = off)"),
     ("TEST.BATCH_SIZE_PER_GPU", _int_at_least(1), "be an int >= 1"),
     ("TEST.RUNTIME", _one_of(RUNTIMES), f"be one of {RUNTIMES}"),

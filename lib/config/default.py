@@ -126,6 +126,9 @@ _C.TRAIN.EMA_DECAY = 0.0
 _C.TRAIN.LR_SCHEDULER = "multistep"
 # ... after a linear warm-up from ~0 to LR over this many epochs (0 = none; fractions allowed).
 _C.TRAIN.WARMUP_EPOCHS = 0.0
+# New: validate (and so choose model_best.pth) after every this many epochs and after the last
+# one; checkpoint.pth is written every epoch all the same. 1: every epoch, as the original.
+_C.TRAIN.VALIDATE_EVERY = 1
 
 _C.TEST = CN()
 _C.TEST.BATCH_SIZE_PER_GPU = 32

@@ -199,7 +199,8 @@ def fit_epochs_keeping_first(budget_s: float, epochs: Sequence[int],
 def steady_epoch(run_s: float, epoch_seconds: Sequence[float]) -> tuple[float, float]:
     """(seconds of a steady epoch, seconds paid once) of a training run that took ``run_s``
     in all: the first epoch also decodes every image into the cache and the run builds its
-    model and data before it, so the steady epoch is the median of the later ones (the only
-    one if there is one) and the rest of ``run_s`` is paid once per run."""
-    steady_s = statistics.median(epoch_seconds[1:] or epoch_seconds)
+    model and data before it, so the steady epoch is the mean of the later ones (the only one
+    if there is one; a mean, so that validating after some epochs only, TRAIN.VALIDATE_EVERY,
+    is counted in its share) and the rest of ``run_s`` is paid once per run."""
+    steady_s = statistics.fmean(epoch_seconds[1:] or epoch_seconds)
     return steady_s, max(run_s - steady_s * len(epoch_seconds), 0.0)

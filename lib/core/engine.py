@@ -194,6 +194,12 @@ def _is_better(new: float, best: float | None, higher_is_better: bool) -> bool:
     return new > best if higher_is_better else new < best
 
 
+def validates_after(epoch: int, every: int, end_epoch: int) -> bool:
+    """Whether training validates after ``epoch`` (0-based): every ``every``-th epoch counted
+    from the start of the schedule (so a resumed run keeps the same ones) and the last."""
+    return (epoch + 1) % every == 0 or epoch + 1 == end_epoch
+
+
 def run_training(cfg, cfg_file: str) -> dict[str, Any]:
     """Train cfg's model, validating every epoch; returns the run's summary (folders, last
     and best perf, the final weights, the wall seconds of each epoch trained here).
@@ -283,10 +289,13 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
               on_step=after_step)
         if not per_iteration:
             scheduler.step()
-        perf = validate(cfg, valid_loader, valid_dataset, evaluated, criterion, ctx.output_dir,
-                        ctx.tb_log_dir, writer_dict)
-
-        is_best = _is_better(perf, best_perf, higher_is_better)
+        is_best = False
+        if validates_after(epoch, cfg.TRAIN.VALIDATE_EVERY, cfg.TRAIN.END_EPOCH):
+            if writer_dict is not None:  # the curves' x is the epoch, validated or not
+                writer_dict["valid_global_steps"] = epoch
+            perf = validate(cfg, valid_loader, valid_dataset, evaluated, criterion,
+                            ctx.output_dir, ctx.tb_log_dir, writer_dict)
+            is_best = _is_better(perf, best_perf, higher_is_better)
         if is_best:
             best_perf = perf
             best_state_dict = {k: v.detach().clone() for k, v in
