@@ -507,7 +507,7 @@ DATA_CASES = [
      "--emulate-fine-rate -140: must be a rate in images a second"),
     ("demo negative image count", "tools/speed_demo.py",
      ["--data", "{out}/demo_data", "--out", "{out}/demo", "--val", "-3"],
-     "the data set's options: image counts must be >= 0, got train/val/test = (4000, -3, 100)"),
+     "the data set's options: image counts must be >= 0, got train/val/test = (4000, -3, 300)"),
     ("demo experiment file missing", "tools/speed_demo.py",
      ["--data", "{out}/demo_data", "--out", "{out}/demo", "--coarse-cfg", "{out}/nope.yaml"],
      "{out}/nope.yaml"),
