@@ -128,16 +128,22 @@ def _draw_panel(axes, title: str, tags: list[str], scalars: dict[str, ScalarSeri
         axes.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axes.transAxes,
                   color="gray")
         return
-    for tag in present:
+    for index, tag in enumerate(present):
         x, y = positions[tag], scalars[tag].values
+        # past the colour cycle's ten colours a series would repeat one: dash the second round
+        style = "--" if index >= 10 else "-"
         if step_plot:  # a value holds until the next one; the last one for one more unit
-            axes.step(np.append(x, x[-1] + 1), np.append(y, y[-1]), where="post", label=tag)
+            axes.step(np.append(x, x[-1] + 1), np.append(y, y[-1]), where="post", label=tag,
+                      linestyle=style)
         else:
             marker = "o" if tag.startswith(VALID_PREFIXES) else None
-            axes.plot(x, y, marker=marker, markersize=3, label=tag.removeprefix("valid/"))
-    # many series: the legend goes beside the panel rather than over the lines
-    beside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if len(present) > 4 else {}
-    axes.legend(fontsize="small", **beside)
+            axes.plot(x, y, marker=marker, markersize=3, linestyle=style,
+                      label=tag.removeprefix("valid/"))
+    # many series: the legend goes under the panel rather than over the lines (beside it, the
+    # constrained layout widened the gap between both columns of the figure by its width)
+    below = ({"loc": "upper center", "bbox_to_anchor": (0.5, -0.14), "ncols": 2}
+             if len(present) > 4 else {})
+    axes.legend(fontsize="small", **below)
 
 
 def _log_scale_for_mixed_units(axes, series: list[np.ndarray]) -> None:
