@@ -128,10 +128,13 @@ def _draw_panel(axes, title: str, tags: list[str], scalars: dict[str, ScalarSeri
         axes.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axes.transAxes,
                   color="gray")
         return
+    from matplotlib import rcParams
+
+    colours = len(rcParams["axes.prop_cycle"].by_key().get("color", [None]))
     for index, tag in enumerate(present):
         x, y = positions[tag], scalars[tag].values
-        # past the colour cycle's ten colours a series would repeat one: dash the second round
-        style = "--" if index >= 10 else "-"
+        # past the colour cycle a series would repeat a colour: dash the second round
+        style = "--" if index >= colours else "-"
         if step_plot:  # a value holds until the next one; the last one for one more unit
             axes.step(np.append(x, x[-1] + 1), np.append(y, y[-1]), where="post", label=tag,
                       linestyle=style)
