@@ -52,8 +52,36 @@ def test_what_follows_training_is_reserved_per_image_it_handles(monkeypatch):
     assert demo.after_training_fp32_epochs(larger) == pytest.approx(6.8 + 0.0025 * 1400)
     no_domains = demo.parse_args(["--domains"])
     assert demo.after_training_fp32_epochs(no_domains) == pytest.approx(1.8)
+    assert demo.after_training_fp32_epochs(default, domain_extras=False) == pytest.approx(2.4)
     plan = demo.EpochPlan([8, 17], [8, 17], 1200.0, after_fp32_epochs=6.8, fp32_extra_s=5.0)
     assert plan.training_end_s(15.0) == pytest.approx(1200.0 - 6.8 * 20.0)
+
+
+def test_a_slow_host_drops_the_domains_extras_for_fine_epochs(monkeypatch):
+    """Where the reserve for adaptation and self-training would cut the fine model below its
+    configured epochs, the plan drops them and spends their time on fine epochs; where the
+    fine model keeps its epochs, they stay; where none are asked for, nothing is dropped."""
+    demo = load_script("tools/speed_demo.py", monkeypatch)
+    seconds = [12.0, 14.0]  # an epoch of each model; fp32 fine epochs 5 s longer
+
+    def fitted(budget_s: float, lean: float | None = 2.4):
+        plan = demo.EpochPlan([8, 17], [8, 17], budget_s, after_fp32_epochs=6.8,
+                              fp32_extra_s=5.0, lean_after_fp32_epochs=lean)
+        with_extras = plan.fit(lambda: demo.fit_epochs_keeping_first(
+            plan.training_end_s(seconds[1]) - 25.0, plan.wanted, seconds, 0.6))
+        return plan, with_extras
+
+    roomy, with_extras = fitted(600.0)  # 600 - 6.8 x 19 - 25 - 8 x 12 = 349.8 s: 24 epochs
+    assert with_extras == 17 and roomy.domain_extras and roomy.epochs == [8, 17]
+    assert roomy.training_end_s(14.0) == pytest.approx(600.0 - 6.8 * 19.0)
+    tight, with_extras = fitted(400.0)  # 149.8 s: 10 epochs; 2.4 x 19 kept: 233.4 s, 16
+    assert with_extras == 10 and not tight.domain_extras and tight.epochs == [8, 16]
+    assert tight.training_end_s(14.0) == pytest.approx(400.0 - 2.4 * 19.0)
+    asked_none, with_extras = fitted(400.0, lean=None)
+    assert with_extras == 10 and asked_none.domain_extras and asked_none.epochs == [8, 10]
+    # a later fit with room again keeps them
+    tight.budget_s = 600.0
+    assert tight.fit(lambda: [8, 17]) == 17 and tight.domain_extras
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ import math
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,13 +68,15 @@ VALIDATION_COST = 1.0
 # is reserved in fine epochs of this host as they would run in fp32, per image it handles: on a
 # 2-core Zen 4 EPYC (fp32 fine epochs ~23 s) the two-stage validation, its oracle twin and the
 # two-stage test took 27 s for 300 + 300 images (0.002 epochs an image), the two domains'
-# plain and adapted tests and three rounds of self-training 92 s for 100 + 100 (0.02 an image),
-# the pictures 5 s; a weaker model (10 fine epochs) took 39 s and 104 s: PnP retries more and
-# self-training keeps fewer images. On a 2-core AMX Xeon the 100 / 100 / 2 x 100 demo took 6.0
-# epochs (~121 s against ~20 s fp32 epochs). These reserve 6.8 for the default 300 / 300 /
-# 2 x 100.
+# plain and adapted tests and three rounds of self-training 92 s for 100 + 100 (0.02 an image;
+# the plain pass alone ~12 s, 0.003 an image), the pictures 5 s; a weaker model (10 fine
+# epochs) took 39 s and 104 s: PnP retries more and self-training keeps fewer images. On a
+# 2-core AMX Xeon the 100 / 100 / 2 x 100 demo took 6.0 epochs (~121 s against ~20 s fp32
+# epochs). These reserve 6.8 for the default 300 / 300 / 2 x 100, 2.4 without adaptation and
+# self-training.
 EVALUATION_FP32_FINE_EPOCHS_PER_IMAGE = 0.0025
-DOMAIN_FP32_FINE_EPOCHS_PER_IMAGE = 0.025
+DOMAIN_FP32_FINE_EPOCHS_PER_IMAGE = 0.003
+DOMAIN_EXTRAS_FP32_FINE_EPOCHS_PER_IMAGE = 0.022
 PICTURES_FP32_FINE_EPOCHS = 0.3
 # A fast host spends what is left of the budget on the fine model, up to this many times its
 # config's epochs (a GPU would otherwise train for hundreds). Not on the coarse one: it only
@@ -198,12 +201,27 @@ def epoch_seconds(rate: float, train_images: int, val_images: int,
     return (train_images * LOOP_OVERHEAD + val_images * VALIDATION_COST / validate_every) / rate
 
 
-def after_training_fp32_epochs(args: argparse.Namespace) -> float:
+def after_training_fp32_epochs(args: argparse.Namespace, domain_extras: bool = True) -> float:
     """What follows training, in fp32 fine epochs of this host: the validation and test
-    splits, the test domains (with adaptation and self-training) and the pictures."""
+    splits, the test domains (with adaptation and self-training where ``domain_extras``) and
+    the pictures."""
+    per_domain_image = (DOMAIN_FP32_FINE_EPOCHS_PER_IMAGE
+                        + DOMAIN_EXTRAS_FP32_FINE_EPOCHS_PER_IMAGE * domain_extras)
     return (EVALUATION_FP32_FINE_EPOCHS_PER_IMAGE * (args.val + args.test)
-            + DOMAIN_FP32_FINE_EPOCHS_PER_IMAGE * args.domain_count * len(args.domains)
+            + per_domain_image * args.domain_count * len(args.domains)
             + PICTURES_FP32_FINE_EPOCHS)
+
+
+def self_train_rounds(args: argparse.Namespace, fine_config) -> int:
+    """Rounds of self-training asked for: --self-train-rounds, else the fine config's."""
+    return (fine_config.SELF_TRAINING.ROUNDS if args.self_train_rounds is None
+            else args.self_train_rounds)
+
+
+def has_domain_extras(args: argparse.Namespace, fine_config) -> bool:
+    """Whether the demo is asked to adapt to the test domains or self-train on them."""
+    return bool(args.domains) and (args.adapt_steps > 0
+                                   or self_train_rounds(args, fine_config) > 0)
 
 
 @dataclass
@@ -211,7 +229,8 @@ class EpochPlan:
     """Both models' TRAIN.END_EPOCH, the epochs they get, the demo's budget in seconds (inf:
     none), how far the fine model's epochs may grow, the seconds an epoch of the fine model's
     steps would add in fp32 (0 when it trains in fp32) and what follows training, in fp32 fine
-    epochs (after_training_fp32_epochs)."""
+    epochs (after_training_fp32_epochs): with the test domains' adaptation and self-training,
+    and without them (None where none is asked for)."""
 
     wanted: list[int]
     epochs: list[int]
@@ -220,12 +239,29 @@ class EpochPlan:
     fp32_extra_s: float = 0.0
     after_fp32_epochs: float = 0.0
     fine_rate: float = 0.0  # this host's fine step, images a second, as timed at the start
+    lean_after_fp32_epochs: float | None = None
+    domain_extras: bool = True  # adaptation and self-training on the test domains are kept
 
     def training_end_s(self, fine_epoch_s: float) -> float:
         """The demo-clock second by which training must end, for fine epochs of this length:
         the rest of the budget is what follows training."""
         fp32_epoch_s = fine_epoch_s + self.fp32_extra_s
-        return self.budget_s - self.after_fp32_epochs * fp32_epoch_s
+        reserve = (self.after_fp32_epochs if self.domain_extras or
+                   self.lean_after_fp32_epochs is None else self.lean_after_fp32_epochs)
+        return self.budget_s - reserve * fp32_epoch_s
+
+    def fit(self, epochs_for_reserve: Callable[[], list[int]]) -> int:
+        """Set ``epochs`` from ``epochs_for_reserve`` (both models' epochs under the reserve
+        chosen) with the domains' adaptation and self-training kept; where the fine model then
+        gets fewer than its configured epochs and they can go, again without them: a slow
+        host's synthetic scores come first. Returns the fine epochs with them kept."""
+        self.domain_extras = True
+        self.epochs = epochs_for_reserve()
+        with_extras = self.epochs[1]
+        if with_extras < self.wanted[1] and self.lean_after_fp32_epochs is not None:
+            self.domain_extras = False
+            self.epochs = epochs_for_reserve()
+        return with_extras
 
 
 def emulated_budget_s(budget_minutes: float, fine_rate: float, emulated_rate: float) -> float:
@@ -235,6 +271,14 @@ def emulated_budget_s(budget_minutes: float, fine_rate: float, emulated_rate: fl
     all of them assumed slower by the same factor."""
     budget_s = budget_minutes * 60.0
     return budget_s * min(emulated_rate / fine_rate, 1.0) if emulated_rate > 0 else budget_s
+
+
+def print_extras_left_out(plan: EpochPlan, with_extras: int) -> None:
+    if not plan.domain_extras:
+        print(f"== the fine model would get {with_extras} of its {plan.wanted[1]} epochs with "
+              f"time kept for adaptation and self-training on the test domains: those are left "
+              f"out on this host (the domains are scored without them; --budget-minutes 0 runs "
+              f"them whatever the time)")
 
 
 def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> EpochPlan:
@@ -254,14 +298,17 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
     plan = EpochPlan(wanted, wanted,
                      emulated_budget_s(args.budget_minutes, rates[1], args.emulate_fine_rate),
                      args.max_epoch_factor, max(fp32_extra_s, 0.0),
-                     after_training_fp32_epochs(args), rates[1])
+                     after_training_fp32_epochs(args), rates[1],
+                     after_training_fp32_epochs(args, domain_extras=False)
+                     if has_domain_extras(args, configs[1]) else None)
     if args.emulate_fine_rate > 0:
         print(f"== emulating a host whose fine step runs {args.emulate_fine_rate:g} img/s "
               f"({rates[1]:.0f} here): the {args.budget_minutes:g}-minute budget is "
               f"{plan.budget_s / 60:.1f} minutes of this host")
+    with_extras = plan.fit(lambda: fit_epochs_keeping_first(
+        plan.training_end_s(seconds[1]) - spent_s, wanted, seconds, COARSE_TIME_SHARE))
+    print_extras_left_out(plan, with_extras)
     training_end_s = plan.training_end_s(seconds[1])
-    plan.epochs = fit_epochs_keeping_first(training_end_s - spent_s, wanted, seconds,
-                                           COARSE_TIME_SHARE)
     print(f"== time budget {plan.budget_s / 60:.3g} min: an epoch takes about "
           + " and ".join(f"{s:.0f} s ({name})" for s, name in zip(seconds, ("coarse", "fine"),
                                                                    strict=True))
@@ -298,9 +345,15 @@ def replan_fine_epochs(plan: EpochPlan, args: argparse.Namespace, configs: list,
     steady_s, once_s = steady_epoch(coarse_s, coarse_epoch_s)
     calibration = steady_s / coarse_estimate_s
     fine_epoch_s = fine_estimate_s * calibration
-    wanted = plan.wanted[1]
+    wanted, extras_before = plan.wanted[1], plan.domain_extras
+    with_extras = plan.fit(lambda: [plan.epochs[0], fit_epochs(
+        plan.training_end_s(fine_epoch_s) - elapsed_s - once_s, [wanted], [fine_epoch_s],
+        plan.max_factor)[0]])
+    if plan.domain_extras and not extras_before:
+        print("== adaptation and self-training on the test domains fit after all")
+    print_extras_left_out(plan, with_extras)
+    epochs = plan.epochs[1]
     left_s = plan.training_end_s(fine_epoch_s) - elapsed_s - once_s
-    epochs = fit_epochs(left_s, [wanted], [fine_epoch_s], plan.max_factor)[0]
     print(f"== the coarse model took {steady_s:.0f} s a steady epoch ({calibration:.2f}x the "
           f"estimate of its step timed now) and {once_s:.0f} s once (model, data, first "
           f"decode): the fine model gets {epochs} epochs (config: {wanted}; about "
@@ -533,13 +586,12 @@ def main(argv: list[str] | None = None) -> int:
     spec2021, plain, adapted, adapted_dir, self_trained = "", {}, None, "", None
     if args.domains:
         spec2021, plain, plain_dir = test_domains(args, fine_opts, args.out)
-        if args.adapt_steps > 0:
+        if args.adapt_steps > 0 and plan.domain_extras:
             adapted_out = str(Path(args.out) / "adapted")
             adapted_spec2021, scores, adapted_dir = test_domains(args, fine_opts, adapted_out,
                                                                  args.adapt_steps)
             adapted = (f"+ test-time adaptation ({args.adapt_steps} steps)", scores)
-        rounds = (fine.SELF_TRAINING.ROUNDS if args.self_train_rounds is None
-                  else args.self_train_rounds)
+        rounds = self_train_rounds(args, fine) if plan.domain_extras else 0
         if rounds > 0:
             self_out = str(Path(args.out) / "self_trained")
             weights, kept = self_train_domains(args, fine_opts, self_out, rounds, plain_dir)
@@ -570,6 +622,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== across the domain gap: ESA score per domain (SPEC2021 submission scored "
               "per category)")
         print(gap_table(rows[0][2], plain, adapted, self_trained))
+        if not plan.domain_extras:
+            print("(no adaptation or self-training rows: on this host the budget went to the "
+                  "fine model's epochs; --budget-minutes 0 runs them)")
     print(f"\ntime: {total_s / 60:.1f} min in all (data {data_state} {rendered_s:.0f} s, coarse "
           f"training {coarse_s:.0f} s, fine training {fine_s:.0f} s, inference + PnP "
           f"{evaluate_s:.0f} s, test domains and adaptation {domains_s:.0f} s) on "
