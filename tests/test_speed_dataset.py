@@ -17,6 +17,7 @@ import torchvision.transforms as T
 from lib.dataset.JointsDataset import DatasetFormatError
 from lib.dataset.speed import ORACLE_SUFFIX, SpeedDataset, submission_path
 from lib.spacecraft.files import SpeedFileError, read_box_file, read_submission, write_box_file
+from lib.utils.heatmap_codec import dark_offset, get_max_preds
 from lib.utils.transforms import get_affine_transform
 
 WIDTH, HEIGHT = 320, 200  # of the shared rendered set (conftest.SPEED_SET)
@@ -99,6 +100,30 @@ def test_training_crops_keep_the_landmarks_under_translation(speed_root, speed_c
             assert np.all(shift <= 0.08 + 1e-6)
             largest = max(largest, float(shift.max()))
     assert largest > 0.02  # the crop did move
+
+
+@pytest.mark.parametrize("target_type, largest_error", [("gaussian", 0.5),
+                                                          ("gaussian_subpixel", 0.02)])
+def test_target_peaks_decode_to_the_crops_landmarks(speed_root, speed_cfg, make_cfg,
+                                                     target_type, largest_error):
+    # MODEL.TARGET_TYPE reaches the targets: decoded with DARK, the original's peaks are off by
+    # their rounding to a heatmap pixel (up to half of one), the sub-pixel ones are not.
+    cfg = make_cfg(speed_cfg, {"MODEL.TARGET_TYPE": target_type})
+    ds = SpeedDataset(cfg, str(speed_root), "train", True, NORMALIZE)
+    np.random.seed(2)
+    errors = []
+    for index in list(range(len(ds))) * 3:
+        _, target, _, meta = ds[index]
+        heatmaps = target.numpy()[None]
+        coords, _ = get_max_preds(heatmaps)
+        decoded = dark_offset(heatmaps, coords, cfg.MODEL.SIGMA)[0]
+        exact = meta["joints"][:, :2] / 4  # 64 px crops, 16 px heatmaps
+        inside = np.all((exact >= 4) & (exact <= 11), axis=1)  # smoothing not cut by a border
+        errors.append(np.abs(decoded - exact)[inside])
+    errors = np.concatenate(errors)
+    assert len(errors) >= 20
+    assert errors.max() <= largest_error
+    assert errors.mean() > (0.1 if target_type == "gaussian" else 0.0)
 
 
 def test_no_flip_even_when_the_config_asks(speed_root, speed_cfg, make_cfg):

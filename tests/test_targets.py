@@ -8,7 +8,12 @@ import torch
 import torchvision.transforms as T
 
 from lib.dataset.JointsDataset import _pixel_lookup_table
-from lib.utils.heatmap_codec import gaussian_patch, generate_gaussian_targets
+from lib.utils.heatmap_codec import (
+    dark_offset,
+    gaussian_patch,
+    generate_gaussian_targets,
+    get_max_preds,
+)
 from tests.reference_pipeline import gaussian_targets_loop
 
 IMAGE_SIZE = np.array([192, 256])
@@ -138,3 +143,48 @@ def test_lookup_table_only_for_the_standard_pair():
     assert _pixel_lookup_table(T.Compose([T.ToTensor()])) is None
     assert _pixel_lookup_table(T.ToTensor()) is None
     assert _pixel_lookup_table(T.Compose([T.Normalize([0.5] * 3, [0.5] * 3), T.ToTensor()])) is None
+
+
+# --------------------------------------------------------------------------------------------
+# MODEL.TARGET_TYPE 'gaussian_subpixel': the peak at the joint's exact heatmap position
+# --------------------------------------------------------------------------------------------
+def test_subpixel_target_is_the_gaussian_about_the_exact_position():
+    joints, joints_vis = _joints([[41.0, 30.0]])  # stride 4: heatmap (10.25, 7.5)
+    target, weight = generate_gaussian_targets(joints, joints_vis, IMAGE_SIZE, HEATMAP_SIZE, 2,
+                                               subpixel=True)
+    rounded, rounded_weight = generate_gaussian_targets(joints, joints_vis, IMAGE_SIZE,
+                                                        HEATMAP_SIZE, 2)
+    np.testing.assert_array_equal(weight, rounded_weight)
+    # the same window as the rounded target (peak pixel (10, 8): columns 4..16, rows 2..14)
+    np.testing.assert_array_equal(target[0] > 0, rounded[0] > 0)
+    for y, x in [(7, 10), (8, 10), (8, 11), (2, 4), (14, 16)]:
+        expected = math.exp(-((x - 10.25) ** 2 + (y - 7.5) ** 2) / 8)
+        assert target[0, y, x] == pytest.approx(expected, rel=1e-6)
+    assert target[0].max() < 1  # no pixel sits on the exact centre
+
+
+def test_subpixel_target_equals_the_rounded_one_on_pixel_centres():
+    xy = np.array([[40.0, 28.0], [0.0, 0.0], [188.0, 252.0], [-8.0, 100.0]])  # multiples of 4
+    joints, joints_vis = _joints(xy, [1, 1, 1, 0])
+    exact, exact_weight = generate_gaussian_targets(joints, joints_vis, IMAGE_SIZE, HEATMAP_SIZE,
+                                                    2, subpixel=True)
+    rounded, rounded_weight = _assert_same_as_loop(joints, joints_vis, 2)
+    np.testing.assert_array_equal(exact_weight, rounded_weight)
+    np.testing.assert_allclose(exact, rounded, rtol=1e-6, atol=1e-7)
+
+
+def test_dark_decodes_the_subpixel_target_where_the_rounded_one_is_off_by_the_rounding():
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(24, 168, size=(30, 2))  # well inside the 48 x 64 heatmap
+    joints, joints_vis = _joints(xy)
+    exact_position = xy / 4
+    errors = {}
+    for subpixel in (False, True):
+        target, _ = generate_gaussian_targets(joints, joints_vis, IMAGE_SIZE, HEATMAP_SIZE, 2,
+                                              subpixel=subpixel)
+        coords, _ = get_max_preds(target[None])
+        decoded = dark_offset(target[None], coords, 2)[0]
+        errors[subpixel] = np.abs(decoded - exact_position).max(axis=1)
+    assert errors[True].max() < 0.02
+    # the rounded peak hands on its rounding: up to half a pixel per axis, 0.25 on average
+    assert errors[False].max() > 0.35 and errors[False].mean() > 0.15

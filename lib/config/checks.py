@@ -27,7 +27,9 @@ CPU_BF16_POLICIES = ("auto", "on", "off")  # CPU_BF16 (lib.utils.runtime.resolve
 LR_SCHEDULERS = ("multistep", "cosine")  # TRAIN.LR_SCHEDULER (lib.core.lr_schedule)
 RUNTIMES = ("torch", "onnxruntime")  # TEST.RUNTIME (lib.core.predictor)
 OPTIMIZERS = ("adam", "sgd")  # TRAIN.OPTIMIZER, any letter case (lib.utils.utils.get_optimizer)
-TARGET_TYPES = ("gaussian",)  # MODEL.TARGET_TYPE: the only heatmap target the data sets encode
+ROTATION_VIEWS = (1, 2, 4)  # TEST.ROTATION_VIEWS (lib.core.predictor.predict_heatmaps)
+# MODEL.TARGET_TYPE: the heatmap targets the data sets encode (lib.utils.heatmap_codec)
+TARGET_TYPES = ("gaussian", "gaussian_subpixel")
 # MODEL.EXTRA takes new keys (each model has its own), so a misspelt one would pass silently:
 # these are the keys some model of lib/models reads (HRNet: STAGE<k> too); a test keeps the
 # list in step with the models' code.
@@ -168,6 +170,8 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
      "be a share of the samples in [0, 1) (0: pseudo-labels only)"),
     ("DATASET.TRAIN_SET_SHARES", _list_of(_positive),
      "be a list of positive shares, one per '+'-joined TRAIN_SET image set (empty: none)"),
+    ("TEST.ROTATION_VIEWS", lambda value: _is_int(value) and value in ROTATION_VIEWS,
+     f"be one of {ROTATION_VIEWS} (views averaged)"),
     ("TEST.SUBPIXEL_METHOD", _one_of(SUBPIXEL_METHODS), f"be one of {SUBPIXEL_METHODS}"),
     ("TEST.OKS_THRE", _probability, "be an OKS overlap in [0, 1]"),
     ("TEST.SPEED_BBOX", _one_of(SPEED_BOX_SOURCES), f"be one of {SPEED_BOX_SOURCES}"),
@@ -202,6 +206,12 @@ def _relations(cfg: CfgNode) -> list[str]:
     if cfg.LOSS.USE_OHKM and _is_int(topk) and _is_int(joints) and topk > joints:
         problems.append(f"LOSS.TOPK must be at most MODEL.NUM_JOINTS ({joints}) with "
                         f"LOSS.USE_OHKM, got {topk}")
+    sizes = (cfg.MODEL.IMAGE_SIZE, cfg.MODEL.HEATMAP_SIZE)
+    if cfg.TEST.ROTATION_VIEWS == 4 and all(_size(size) for size in sizes) and any(
+            size[0] != size[1] for size in sizes):
+        problems.append(f"TEST.ROTATION_VIEWS must be 1 or 2 where MODEL.IMAGE_SIZE "
+                        f"{list(sizes[0])} or HEATMAP_SIZE {list(sizes[1])} is not square "
+                        f"(a quarter turn swaps width and height), got 4")
     shares, sets = cfg.DATASET.TRAIN_SET_SHARES, split_image_sets(str(cfg.DATASET.TRAIN_SET))
     if isinstance(shares, (list, tuple)) and shares and len(shares) != len(sets):
         problems.append(f"DATASET.TRAIN_SET_SHARES must have one share per image set of "

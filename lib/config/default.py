@@ -46,6 +46,8 @@ _C.MODEL.INIT_WEIGHTS = True
 _C.MODEL.PRETRAINED = ""
 _C.MODEL.NUM_JOINTS = 17
 _C.MODEL.TAG_PER_JOINT = True
+# 'gaussian': the original's, peaked at the joint's rounded heatmap pixel; new,
+# 'gaussian_subpixel': peaked at its exact position (DARK's unbiased encoding).
 _C.MODEL.TARGET_TYPE = "gaussian"
 _C.MODEL.IMAGE_SIZE = [256, 256]  # width, height
 _C.MODEL.HEATMAP_SIZE = [64, 64]  # width, height
@@ -133,6 +135,10 @@ _C.TRAIN.VALIDATE_EVERY = 1
 _C.TEST = CN()
 _C.TEST.BATCH_SIZE_PER_GPU = 32
 _C.TEST.FLIP_TEST = False
+# New: test-time rotation, for objects seen at any roll (a spacecraft; not people, who stand up):
+# the heatmaps averaged over 1 (off), 2 (the crop and its half turn) or 4 views (every quarter
+# turn; square inputs only), each turned back with the sub-pixel shift of the heatmap grid.
+_C.TEST.ROTATION_VIEWS = 1
 _C.TEST.POST_PROCESS = False
 # New: the sub-pixel step of POST_PROCESS: 'quarter' (the original: a quarter pixel towards the
 # higher neighbour) or 'dark' (Newton step on the log of the smoothed heatmap, after DARK,

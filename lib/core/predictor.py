@@ -57,17 +57,66 @@ def _flip_test(model: nn.Module, input: torch.Tensor, flip_pairs: Sequence,
     return (output + output_flipped) * 0.5
 
 
+def _shift_by_fraction(heatmaps: torch.Tensor, fraction: float, dim: int) -> torch.Tensor:
+    """Heatmaps resampled ``fraction`` (0 <= fraction < 1) of a pixel towards higher indices
+    along ``dim``, by linear interpolation; the first row or column takes zeros from outside."""
+    if fraction == 0:
+        return heatmaps
+    previous = torch.zeros_like(heatmaps)
+    length = heatmaps.shape[dim]
+    previous.narrow(dim, 1, length - 1).copy_(heatmaps.narrow(dim, 0, length - 1))
+    return (1 - fraction) * heatmaps + fraction * previous
+
+
+def turn_heatmaps_back(heatmaps: torch.Tensor, turns: int,
+                       input_size: Sequence[int]) -> torch.Tensor:
+    """Heatmaps N x J x H x W of an input turned by ``turns`` quarter turns
+    (``torch.rot90(input, turns, (2, 3))``), turned back into the frame of the unturned input.
+
+    Heatmap pixel i stands for input pixel i * stride, so an axis the turn reverses maps i to
+    (size_in - 1) / stride - i, not to (size_hm - 1) - i as a plain turn of the heatmap would:
+    the turned-back heatmap is resampled by that fraction of a pixel (0.75 for 128 -> 32).
+    ``input_size`` is (width, height) of the unturned input.
+    """
+    turns %= 4
+    width_in, height_in = input_size
+    turned = torch.rot90(heatmaps, -turns, (2, 3))
+    height, width = turned.shape[2:]
+    fraction_x = (width_in - 1) * width / width_in - (width - 1)
+    fraction_y = (height_in - 1) * height / height_in - (height - 1)
+    if turns in (1, 2):  # the turn reversed the columns
+        turned = _shift_by_fraction(turned, fraction_x, 3)
+    if turns in (2, 3):  # ... the rows
+        turned = _shift_by_fraction(turned, fraction_y, 2)
+    return turned
+
+
+def _single_view(config: Any, model: nn.Module, input: torch.Tensor,
+                 flip_pairs: Sequence | None) -> torch.Tensor:
+    if config.TEST.FLIP_TEST and flip_pairs is not None:
+        return _flip_test(model, input, flip_pairs, config.TEST.SHIFT_HEATMAP)
+    outputs = model(input)
+    return outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+
+
 def predict_heatmaps(config: Any, model: nn.Module, input: torch.Tensor,
                      flip_pairs: Sequence | None) -> torch.Tensor:
-    """The model's fp32 heatmaps for a batch already on its device: TEST.AMP autocast, and
-    with TEST.FLIP_TEST the average with the mirrored image's heatmaps."""
+    """The model's fp32 heatmaps for a batch already on its device: TEST.AMP autocast, with
+    TEST.FLIP_TEST the average with the mirrored image's heatmaps, and with
+    TEST.ROTATION_VIEWS 2 or 4 the average over the input turned by a half or every quarter
+    turn (each view's heatmaps turned back first)."""
     amp = resolve_amp(input.device, config.TEST.AMP, config.CPU_BF16)
+    views = int(config.TEST.ROTATION_VIEWS)
+    width, height = input.shape[3], input.shape[2]
     with autocast(input.device, amp):
-        if config.TEST.FLIP_TEST and flip_pairs is not None:
-            return _flip_test(model, input, flip_pairs, config.TEST.SHIFT_HEATMAP).float()
-        outputs = model(input)
-    output = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
-    return output.float()
+        output = _single_view(config, model, input, flip_pairs).float()
+        for turns in ((2,) if views == 2 else (1, 2, 3) if views == 4 else ()):
+            turned = torch.rot90(input, turns, (2, 3))
+            if config.MODEL.CHANNELS_LAST:
+                turned = turned.contiguous(memory_format=torch.channels_last)
+            view = _single_view(config, model, turned, flip_pairs).float()
+            output = output + turn_heatmaps_back(view, turns, (width, height))
+    return output if views == 1 else output / views
 
 
 def load_network(cfg: Any, weights_file: str) -> nn.Module:

@@ -317,6 +317,19 @@ def config_after_adaptation(cfg: CfgNode, output_dir: str) -> CfgNode:
     return config
 
 
+def single_view_config(cfg: CfgNode) -> CfgNode:
+    """``cfg`` with TEST.ROTATION_VIEWS 1, for the crop search: it runs the fine model on
+    every candidate crop and pass (about eight per image), so the turned views are kept for
+    the final landmarks on the chosen crop, where they cost one pass."""
+    if cfg.TEST.ROTATION_VIEWS == 1:
+        return cfg
+    single = cfg.clone()
+    single.defrost()
+    single.TEST.ROTATION_VIEWS = 1
+    single.freeze()
+    return single
+
+
 def two_stage_boxes(cfg: CfgNode, image_set: str, output_dir: str,
                     fine_model: torch.nn.Module | None = None
                     ) -> tuple[dict[str, Crop], dict[str, np.ndarray]]:
@@ -330,7 +343,7 @@ def two_stage_boxes(cfg: CfgNode, image_set: str, output_dir: str,
     camera = load_camera(root)
     landmarks_3d = read_landmarks(os.path.join(root, cfg.DATASET.KEYPOINTS_FILE),
                                   cfg.MODEL.NUM_JOINTS)
-    fine = None if fine_model is None else Predictor(cfg, fine_model)
+    fine = None if fine_model is None else Predictor(single_view_config(cfg), fine_model)
     device = fine.device if fine is not None else None
     paths = [os.path.join(image_dir, name) for name in names]
     coarse_model = coarse_predictor(

@@ -337,7 +337,8 @@ class JointsDataset(Dataset):
                         ) -> tuple[np.ndarray, np.ndarray]:
         """Heatmaps J x H x W and weights J x 1 (float32) for joints in input pixels."""
         target, target_weight = generate_gaussian_targets(
-            joints, joints_vis, self.image_size, self.heatmap_size, self.sigma
+            joints, joints_vis, self.image_size, self.heatmap_size, self.sigma,
+            subpixel=self.target_type == "gaussian_subpixel",
         )
         if self.use_different_joints_weight:
             target_weight = np.multiply(target_weight, self.joints_weight)
