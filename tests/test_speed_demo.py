@@ -43,18 +43,20 @@ def test_an_emulated_slow_host_shrinks_the_budget_by_its_rate(monkeypatch):
 
 def test_what_follows_training_is_reserved_per_image_it_handles(monkeypatch):
     """The reserve after training grows with the validation and test splits and with the
-    domains' images: the demo's 300 / 300 / 2 x 100 keep 6.8 fp32 fine epochs."""
+    domains' images: the demo's 300 / 300 / 2 x 100 keep 7.6 fp32 fine epochs."""
     demo = load_script("tools/speed_demo.py", monkeypatch)
     default = demo.parse_args([])
     assert (default.val, default.test, default.domain_count) == (300, 300, 100)
-    assert demo.after_training_fp32_epochs(default) == pytest.approx(6.8)
+    assert demo.after_training_fp32_epochs(default) == pytest.approx(7.6)
     larger = demo.parse_args(["--val", "1000", "--test", "1000"])
-    assert demo.after_training_fp32_epochs(larger) == pytest.approx(6.8 + 0.0025 * 1400)
+    assert demo.after_training_fp32_epochs(larger) == pytest.approx(7.6 + 0.0035 * 1400)
     no_domains = demo.parse_args(["--domains"])
-    assert demo.after_training_fp32_epochs(no_domains) == pytest.approx(1.8)
-    assert demo.after_training_fp32_epochs(default, domain_extras=False) == pytest.approx(2.4)
+    assert demo.after_training_fp32_epochs(no_domains) == pytest.approx(2.4)
+    assert demo.after_training_fp32_epochs(default, domain_extras=False) == pytest.approx(3.2)
     plan = demo.EpochPlan([8, 17], [8, 17], 1200.0, after_fp32_epochs=6.8, fp32_extra_s=5.0)
     assert plan.training_end_s(15.0) == pytest.approx(1200.0 - 6.8 * 20.0)
+    plan.drift_margin = 0.07  # the demo's: training planned to end 84 s of 1200 early
+    assert plan.training_end_s(15.0) == pytest.approx(1116.0 - 6.8 * 20.0)
 
 
 def test_a_slow_host_drops_the_domains_extras_for_fine_epochs(monkeypatch):
@@ -126,3 +128,22 @@ def test_demo_runs_every_stage_and_scores_the_domain_gap(tmp_path, run_tool):
     for folder in ("overlays", "overlays_lightbox", "overlays_sunlamp"):
         assert list((pictures / folder).glob("*.png")) or list((pictures / folder).glob("*.jpg"))
     assert (pictures / "domains.png").is_file()
+
+
+def test_the_plan_ends_training_before_the_drift_margin_and_the_reserve(monkeypatch):
+    """plan_epochs on probed rates (coarse 400, fine 300 img/s in bf16, 200 in fp32): training
+    must end by 93% of the 20 minutes less 7.6 fp32 fine epochs, and both models' configured
+    epochs fit before that."""
+    demo = load_script("tools/speed_demo.py", monkeypatch)
+    monkeypatch.setattr(demo, "probe_rates", lambda configs: [400.0, 300.0])
+    monkeypatch.setattr(demo, "step_rate", lambda config, amp: 200.0)
+    monkeypatch.setattr(demo, "training_amp", lambda config: True)
+    configs = [demo_config("coarse"), demo_config("fine")]
+    args = demo.parse_args([])
+    plan = demo.plan_epochs(args, configs, 40.0)
+    fine_epoch_s = (4000 * demo.LOOP_OVERHEAD + 300 * demo.VALIDATION_COST
+                    / configs[1].TRAIN.VALIDATE_EVERY) / 300.0
+    fp32_epoch_s = fine_epoch_s + 4000 / 200.0 - 4000 / 300.0
+    assert plan.drift_margin == pytest.approx(0.07) and plan.domain_extras
+    assert plan.training_end_s(fine_epoch_s) == pytest.approx(1200.0 * 0.93 - 7.6 * fp32_epoch_s)
+    assert plan.epochs == [configs[0].TRAIN.END_EPOCH, configs[1].TRAIN.END_EPOCH]
