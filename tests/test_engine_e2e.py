@@ -325,3 +325,32 @@ def test_nan_predictions_score_worst_and_write_plain_numbers(coco_root, tmp_path
         assert (x, y, confidence) == (0, 0, 0)
         assert all(math.isfinite(v) for v in person["keypoints"]) and math.isfinite(
             person["score"])
+
+
+def test_a_replanned_run_trains_to_its_new_end_on_a_schedule_that_follows(coco_root, tmp_path):
+    """run_training's ``replan`` lengthens a 2-epoch cosine run to 3 after its first epoch: three
+    epochs are trained, replan is not asked after the last, and the learning rate follows the
+    cosine of a 3-epoch schedule from the step after the replan on."""
+    from lib.config import default_config, merge_from_file
+    from lib.core.engine import run_training
+
+    cfg = default_config()
+    merge_from_file(cfg, os.path.join(ROOT, CFG))
+    cfg.merge_from_list(_opts(coco_root, tmp_path, {
+        "TRAIN.LR_SCHEDULER": "cosine", "TRAIN.WARMUP_EPOCHS": 0.0, "TRAIN.END_EPOCH": 2}))
+    cfg.freeze()
+    asked = []
+
+    def replan(done, epoch_seconds):
+        asked.append((done, len(epoch_seconds)))
+        return 3
+
+    run = run_training(cfg, os.path.join(ROOT, CFG), replan=replan)
+    assert asked == [(1, 1), (2, 2)]
+    assert len(run["epoch_seconds"]) == 3 and cfg.TRAIN.END_EPOCH == 3 and cfg.is_frozen()
+    checkpoint = load_checkpoint_file(str(tmp_path / "output" / RUN / "checkpoint.pth"))
+    assert checkpoint["epoch"] == 3
+    # each epoch's first LR, as logged: the cosine of 3 epochs from the second epoch on (of 2
+    # epochs: 0.002 x [1, 0.5, 0]; the second would be 0.001 had the step after the replan kept
+    # the LR set for the old end)
+    assert _scalars(tmp_path / "log")["learning_rate"] == pytest.approx([0.002, 0.0015, 0.0005])

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,9 +201,24 @@ def validates_after(epoch: int, every: int, end_epoch: int) -> bool:
     return (epoch + 1) % every == 0 or epoch + 1 == end_epoch
 
 
-def run_training(cfg, cfg_file: str) -> dict[str, Any]:
+def _set_end_epoch(cfg, end_epoch: int) -> None:
+    logger.info("=> the run now ends after epoch %d (was %d)", end_epoch, cfg.TRAIN.END_EPOCH)
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.TRAIN.END_EPOCH = end_epoch
+    if frozen:
+        cfg.freeze()
+
+
+def run_training(cfg, cfg_file: str,
+                 replan: Callable[[int, list[float]], int] | None = None) -> dict[str, Any]:
     """Train cfg's model, validating every epoch; returns the run's summary (folders, last
     and best perf, the final weights, the wall seconds of each epoch trained here).
+
+    ``replan``, where given, is asked after each epoch (epochs done, the wall seconds of each
+    trained here) for the run's TRAIN.END_EPOCH from then on, at least one more epoch: a run
+    fitted to a time budget can correct its length once its own epochs are timed. ``cfg`` is
+    changed to match, and the LR schedule, which reads it, follows; under DDP rank 0 decides.
 
     checkpoint.pth (everything needed to resume bit-exactly), model_best.pth (by the data
     set's perf direction) and final_state.pth are written to the output directory, each
@@ -211,12 +227,13 @@ def run_training(cfg, cfg_file: str) -> dict[str, Any]:
     ctx = _setup(cfg, cfg_file, "train")
     seed_everything(cfg.SEED + ctx.rank if cfg.SEED >= 0 else -1)
     try:
-        return _train_loop(cfg, cfg_file, ctx)
+        return _train_loop(cfg, cfg_file, ctx, replan)
     finally:
         distributed.cleanup()
 
 
-def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
+def _train_loop(cfg, cfg_file: str, ctx: RunContext,
+                replan: Callable[[int, list[float]], int] | None) -> dict[str, Any]:
     rank0 = ctx.rank == 0
     model = lib.models.build_model(cfg, is_train=True)
     if rank0:
@@ -277,7 +294,8 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
             ema.update_parameters(_unwrap(model))
 
     epoch_seconds = []
-    for epoch in range(begin_epoch, cfg.TRAIN.END_EPOCH):
+    epoch = begin_epoch
+    while epoch < cfg.TRAIN.END_EPOCH:
         epoch_start = time.perf_counter()
         if isinstance(train_loader.sampler, (DistributedSampler, MixedSampler)):
             train_loader.sampler.set_epoch(epoch)
@@ -319,6 +337,15 @@ def _train_loop(cfg, cfg_file: str, ctx: RunContext) -> dict[str, Any]:
             last_good = checkpoint_file
         distributed.barrier()
         epoch_seconds.append(time.perf_counter() - epoch_start)
+        epoch += 1
+        if replan is not None and epoch < cfg.TRAIN.END_EPOCH:
+            end_epoch = max(epoch + 1, distributed.broadcast_object(
+                replan(epoch, list(epoch_seconds))))
+            if end_epoch != cfg.TRAIN.END_EPOCH:
+                _set_end_epoch(cfg, end_epoch)
+                if per_iteration:  # the next step's LR was set for the old end: set it again
+                    scheduler.last_epoch -= 1
+                    scheduler.step()
 
     if ctx.world_size > 1:
         _check_ranks_agree(_unwrap(model), ctx.world_size)
