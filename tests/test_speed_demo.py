@@ -53,10 +53,11 @@ def test_what_follows_training_is_reserved_per_image_it_handles(monkeypatch):
     no_domains = demo.parse_args(["--domains"])
     assert demo.after_training_fp32_epochs(no_domains) == pytest.approx(2.4)
     assert demo.after_training_fp32_epochs(default, domain_extras=False) == pytest.approx(3.2)
-    plan = demo.EpochPlan([8, 17], [8, 17], 1200.0, after_fp32_epochs=6.8, fp32_extra_s=5.0)
-    assert plan.training_end_s(15.0) == pytest.approx(1200.0 - 6.8 * 20.0)
+    plan = demo.EpochPlan([8, 17], [8, 17], 1200.0, after_fp32_epochs=6.8, fp32_extra_s=5.0,
+                          step_epoch_s=15.0)
+    assert plan.training_end_s() == pytest.approx(1200.0 - 6.8 * 20.0)
     plan.drift_margin = 0.07  # the demo's: training planned to end 84 s of 1200 early
-    assert plan.training_end_s(15.0) == pytest.approx(1116.0 - 6.8 * 20.0)
+    assert plan.training_end_s() == pytest.approx(1116.0 - 6.8 * 20.0)
 
 
 def test_a_slow_host_drops_the_domains_extras_for_fine_epochs(monkeypatch):
@@ -68,17 +69,18 @@ def test_a_slow_host_drops_the_domains_extras_for_fine_epochs(monkeypatch):
 
     def fitted(budget_s: float, lean: float | None = 2.4):
         plan = demo.EpochPlan([8, 17], [8, 17], budget_s, after_fp32_epochs=6.8,
-                              fp32_extra_s=5.0, lean_after_fp32_epochs=lean)
+                              fp32_extra_s=5.0, lean_after_fp32_epochs=lean,
+                              step_epoch_s=seconds[1])
         with_extras = plan.fit(lambda: demo.fit_epochs_keeping_first(
-            plan.training_end_s(seconds[1]) - 25.0, plan.wanted, seconds, 0.6))
+            plan.training_end_s() - 25.0, plan.wanted, seconds, 0.6))
         return plan, with_extras
 
     roomy, with_extras = fitted(600.0)  # 600 - 6.8 x 19 - 25 - 8 x 12 = 349.8 s: 24 epochs
     assert with_extras == 17 and roomy.domain_extras and roomy.epochs == [8, 17]
-    assert roomy.training_end_s(14.0) == pytest.approx(600.0 - 6.8 * 19.0)
+    assert roomy.training_end_s() == pytest.approx(600.0 - 6.8 * 19.0)
     tight, with_extras = fitted(400.0)  # 149.8 s: 10 epochs; 2.4 x 19 kept: 233.4 s, 16
     assert with_extras == 10 and not tight.domain_extras and tight.epochs == [8, 16]
-    assert tight.training_end_s(14.0) == pytest.approx(400.0 - 2.4 * 19.0)
+    assert tight.training_end_s() == pytest.approx(400.0 - 2.4 * 19.0)
     asked_none, with_extras = fitted(400.0, lean=None)
     assert with_extras == 10 and asked_none.domain_extras and asked_none.epochs == [8, 10]
     # a later fit with room again keeps them
@@ -145,7 +147,8 @@ def test_the_plan_ends_training_before_the_drift_margin_and_the_reserve(monkeypa
                     / configs[1].TRAIN.VALIDATE_EVERY) / 300.0
     fp32_epoch_s = fine_epoch_s + 4000 / 200.0 - 4000 / 300.0
     assert plan.drift_margin == pytest.approx(0.07) and plan.domain_extras
-    assert plan.training_end_s(fine_epoch_s) == pytest.approx(1200.0 * 0.93 - 7.6 * fp32_epoch_s)
+    assert plan.step_epoch_s == pytest.approx(fine_epoch_s)
+    assert plan.training_end_s() == pytest.approx(1200.0 * 0.93 - 7.6 * fp32_epoch_s)
     assert plan.epochs == [configs[0].TRAIN.END_EPOCH, configs[1].TRAIN.END_EPOCH]
 
 

@@ -96,13 +96,13 @@ MAX_EPOCH_FACTOR = 3.0
 # estimates run high (the coarse run then took 0.74-0.82x its estimate), hence more than half.
 COARSE_TIME_SHARE = 0.6
 # A host's speed drifts within a run, and no timing made before an epoch foresees it: on the
-# 2-core AMX Xeon (lscpu model 207) the fine epochs ran 0.88x, 1.07x and 1.10x the re-plan's
-# estimate in three demos, and what follows training 0.99x-1.04x its reserve; the 1.10x run
-# ended 7% past its (emulated) budget. Training is planned to end this share of the budget early.
+# 2-core AMX Xeon (lscpu model 207) the fine epochs ran 0.85-1.10x the re-plan's estimate in
+# four demos, and what follows training 0.99-1.04x its reserve; the 1.10x run ended 7% past its
+# (emulated) budget. Training is planned to end this share of the budget early.
 DRIFT_MARGIN = 0.07
 # The re-plan's estimate of a fine epoch (the coarse run's steady epoch times the ratio of both
-# models' timed steps) read 0.91-1.15x the fine epochs that followed on the AMX Xeon: the step
-# timings are noisy where the ratio of the two loops' real epochs held at 1.02-1.09. So the fine
+# models' timed steps) is that noisy because the step timings are: the ratio of the two loops'
+# real epochs held at 1.02-1.09 where the timed steps' read 0.93-1.29. So the fine
 # run is fitted once more on its own epochs, after its first validation (VALIDATE_EVERY 4), when
 # its cosine schedule has barely left its peak.
 FINE_REFIT_AFTER = 4
@@ -260,12 +260,12 @@ class EpochPlan:
     drift_margin: float = 0.0  # share of the budget left unplanned for the host's drift
     step_epoch_s: float = 0.0  # a fine epoch as the latest timed step puts it (for the reserve)
 
-    def training_end_s(self, step_epoch_s: float) -> float:
+    def training_end_s(self) -> float:
         """The demo-clock second by which training must end: the budget less the drift
         margin and the reserve for what follows training, in fp32 fine epochs as this host's
         timed step puts them (``step_epoch_s``: not calibrated on the training loop, whose
         data and logging overhead inference does not share)."""
-        fp32_epoch_s = step_epoch_s + self.fp32_extra_s
+        fp32_epoch_s = self.step_epoch_s + self.fp32_extra_s
         reserve = (self.after_fp32_epochs if self.domain_extras or
                    self.lean_after_fp32_epochs is None else self.lean_after_fp32_epochs)
         return self.budget_s * (1.0 - self.drift_margin) - reserve * fp32_epoch_s
@@ -321,16 +321,15 @@ def plan_epochs(args: argparse.Namespace, configs: list, spent_s: float) -> Epoc
                      after_training_fp32_epochs(args), rates[1],
                      after_training_fp32_epochs(args, domain_extras=False)
                      if has_domain_extras(args, configs[1]) else None,
-                     drift_margin=DRIFT_MARGIN)
+                     drift_margin=DRIFT_MARGIN, step_epoch_s=seconds[1])
     if args.emulate_fine_rate > 0:
         print(f"== emulating a host whose fine step runs {args.emulate_fine_rate:g} img/s "
               f"({rates[1]:.0f} here): the {args.budget_minutes:g}-minute budget is "
               f"{plan.budget_s / 60:.1f} minutes of this host")
-    plan.step_epoch_s = seconds[1]
     with_extras = plan.fit(lambda: fit_epochs_keeping_first(
-        plan.training_end_s(seconds[1]) - spent_s, wanted, seconds, COARSE_TIME_SHARE))
+        plan.training_end_s() - spent_s, wanted, seconds, COARSE_TIME_SHARE))
     print_extras_left_out(plan, with_extras)
-    training_end_s = plan.training_end_s(seconds[1])
+    training_end_s = plan.training_end_s()
     print(f"== time budget {plan.budget_s / 60:.3g} min: an epoch takes about "
           + " and ".join(f"{s:.0f} s ({name})" for s, name in zip(seconds, ("coarse", "fine"),
                                                                    strict=True))
@@ -372,20 +371,19 @@ def replan_fine_epochs(plan: EpochPlan, args: argparse.Namespace, configs: list,
     plan.step_epoch_s = fine_estimate_s
     wanted, extras_before = plan.wanted[1], plan.domain_extras
     with_extras = plan.fit(lambda: [plan.epochs[0], fit_epochs(
-        plan.training_end_s(fine_estimate_s) - elapsed_s - once_s, [wanted], [fine_epoch_s],
+        plan.training_end_s() - elapsed_s - once_s, [wanted], [fine_epoch_s],
         plan.max_factor)[0]])
     if plan.domain_extras and not extras_before:
         print("== adaptation and self-training on the test domains fit after all")
     print_extras_left_out(plan, with_extras)
     epochs = plan.epochs[1]
-    left_s = plan.training_end_s(fine_estimate_s) - elapsed_s - once_s
+    left_s = plan.training_end_s() - elapsed_s - once_s
     print(f"== the coarse model took {steady_s:.0f} s a steady epoch ({calibration:.2f}x the "
           f"estimate of its step timed now) and {once_s:.0f} s once (model, data, first "
           f"decode): the fine model gets {epochs} epochs (config: {wanted}; about "
           f"{fine_epoch_s:.0f} s each after {once_s:.0f} s once, {left_s:.0f} s left for "
           f"epochs)")
     return epochs
-
 
 
 def refit_fine_epochs(plan: EpochPlan, done: int, epoch_seconds: list[float],
@@ -398,7 +396,7 @@ def refit_fine_epochs(plan: EpochPlan, done: int, epoch_seconds: list[float],
     most = max(plan.wanted[1], math.floor(plan.wanted[1] * plan.max_factor))
 
     def epochs() -> list[int]:
-        left_s = plan.training_end_s(plan.step_epoch_s) - elapsed_s
+        left_s = plan.training_end_s() - elapsed_s
         return [plan.epochs[0], min(most, done + max(1, math.floor(left_s / steady_s)))]
 
     plan.fit(epochs)
