@@ -17,6 +17,7 @@ from lib.core.benchmark import (
     measure_inference,
     reference_output,
     steady_epoch,
+    steady_epoch_s,
 )
 from lib.core.inference import get_max_preds
 from lib.models import build_model
@@ -128,3 +129,4 @@ def test_steady_epoch_leaves_the_first_epochs_decode_and_the_set_up_to_be_paid_o
         == (15.0, 22.0)
     assert steady_epoch(30.0, [25.0]) == (25.0, 5.0)  # one epoch: it is the steady one
     assert steady_epoch(40.0, [20.0, 21.0]) == (21.0, 0.0)  # never a negative cost
+    assert steady_epoch_s([25.0, 18.0, 17.0, 19.0]) == 18.0  # the fine run's refit reads it

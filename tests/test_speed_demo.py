@@ -153,16 +153,16 @@ def test_the_plan_ends_training_before_the_drift_margin_and_the_reserve(monkeypa
 
 
 def test_the_fine_run_is_refitted_on_its_own_epochs(monkeypatch):
-    """After 4 fine epochs (the first one also fills the cache) the run gets as many more as its
-    steady epoch (18 s) fits before training must end: 1200 s less 7% less 7.6 fp32 epochs
-    (15 + 5 s) with the domains' extras, 3.2 without; at most 3x its 17, at least one more."""
+    """After 4 fine epochs the run gets as many more as its steady epoch (18 s) fits before
+    training must end: 1200 s less 7% less 7.6 fp32 epochs (15 + 5 s) with the domains'
+    extras, 3.2 without; at most 3x its 17, at least one more."""
     demo = load_script("tools/speed_demo.py", monkeypatch)
 
     def refit(elapsed_s):
         plan = demo.EpochPlan([8, 17], [8, 17], 1200.0, max_factor=3.0, fp32_extra_s=5.0,
                               after_fp32_epochs=7.6, lean_after_fp32_epochs=3.2,
                               drift_margin=0.07, step_epoch_s=15.0)
-        return demo.refit_fine_epochs(plan, 4, [25.0, 18.0, 17.0, 19.0], elapsed_s), plan
+        return demo.refit_fine_epochs(plan, 4, 18.0, elapsed_s), plan
 
     epochs, plan = refit(600.0)  # 1116 - 152 - 600 = 364 s: 20 more
     assert epochs == 24 and plan.epochs == [8, 24] and plan.domain_extras

@@ -27,7 +27,6 @@ import _init_paths  # noqa: F401, I001  (puts the repository root on sys.path)
 import argparse
 import json
 import math
-import statistics
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ from lib.core.benchmark import (
     measure_training,
     reference_output,
     steady_epoch,
+    steady_epoch_s,
 )
 from lib.core.engine import run_test, run_training
 from lib.core.self_training import PSEUDO_SET, self_train
@@ -386,13 +386,11 @@ def replan_fine_epochs(plan: EpochPlan, args: argparse.Namespace, configs: list,
     return epochs
 
 
-def refit_fine_epochs(plan: EpochPlan, done: int, epoch_seconds: list[float],
-                      elapsed_s: float) -> int:
-    """The fine run's TRAIN.END_EPOCH once it has trained ``done`` epochs (the wall seconds of
-    each in ``epoch_seconds``; the demo's clock reads ``elapsed_s``): as many more as its own
-    steady epoch fits in the training time left, at least one, at most the plan's growth limit;
-    the domains' adaptation and self-training are chosen again as at the plan."""
-    steady_s = statistics.fmean(epoch_seconds[1:] or epoch_seconds)
+def refit_fine_epochs(plan: EpochPlan, done: int, steady_s: float, elapsed_s: float) -> int:
+    """The fine run's TRAIN.END_EPOCH once it has trained ``done`` epochs, of ``steady_s``
+    seconds each after the first (the demo's clock reads ``elapsed_s``): as many more as fit
+    in the training time left, at least one, at most the plan's growth limit; the domains'
+    adaptation and self-training are chosen again as at the plan."""
     most = max(plan.wanted[1], math.floor(plan.wanted[1] * plan.max_factor))
 
     def epochs() -> list[int]:
@@ -410,9 +408,10 @@ def fine_refit(plan: EpochPlan, start: float) -> Callable[[int, list[float]], in
         if done != FINE_REFIT_AFTER or not math.isfinite(plan.budget_s):
             return plan.epochs[1]
         before, extras_before = plan.epochs[1], plan.domain_extras
-        after = refit_fine_epochs(plan, done, epoch_seconds, time.time() - start)
-        print(f"== the fine model's own epochs took {statistics.fmean(epoch_seconds[1:]):.1f} s "
-              f"(steady): it trains {after} epochs (planned: {before})")
+        steady_s = steady_epoch_s(epoch_seconds)
+        after = refit_fine_epochs(plan, done, steady_s, time.time() - start)
+        print(f"== the fine model's own epochs took {steady_s:.1f} s (steady): it trains "
+              f"{after} epochs (planned: {before})")
         if plan.domain_extras != extras_before:
             print("== adaptation and self-training on the test domains "
                   + ("fit after all" if plan.domain_extras else "are left out after all"))

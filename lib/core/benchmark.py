@@ -202,5 +202,11 @@ def steady_epoch(run_s: float, epoch_seconds: Sequence[float]) -> tuple[float, f
     model and data before it, so the steady epoch is the mean of the later ones (the only one
     if there is one; a mean, so that validating after some epochs only, TRAIN.VALIDATE_EVERY,
     is counted in its share) and the rest of ``run_s`` is paid once per run."""
-    steady_s = statistics.fmean(epoch_seconds[1:] or epoch_seconds)
+    steady_s = steady_epoch_s(epoch_seconds)
     return steady_s, max(run_s - steady_s * len(epoch_seconds), 0.0)
+
+
+def steady_epoch_s(epoch_seconds: Sequence[float]) -> float:
+    """The mean of the epochs after the first (which also decodes the images into the
+    cache), or the only one: what :func:`steady_epoch` calls a steady epoch."""
+    return statistics.fmean(epoch_seconds[1:] or epoch_seconds)
